@@ -1,0 +1,1 @@
+"""Sample project: the same test id loaded twice."""

@@ -1,0 +1,1 @@
+"""Sample project for tests/test_execution.py: interrupts, exits and stops."""

@@ -1,0 +1,1 @@
+"""Sample project: tests that write output in every way a process can."""

@@ -1,0 +1,1 @@
+"""Sample project: testtools.TestCase with details and skips."""

@@ -1,0 +1,78 @@
+"""The private protocol channel: packets and commands on fds no test can reach.
+
+At startup the server duplicates the real stdin, stdout and stderr, then points fd 0 at
+``/dev/null`` and fds 1 and 2 at capture files. From then on a stray ``print``, a C extension
+or a child process writes into the capture (and becomes an attachment), never into the stream.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from testserver.capture import OutputCapture
+
+
+@dataclass
+class PrivateChannel:
+    """The server's private fds and the capture that now owns fds 1 and 2."""
+
+    commands_fd: int
+    """A duplicate of the real stdin: command frames arrive here."""
+    packets_fd: int
+    """A duplicate of the real stdout: only subunit packets are written here."""
+    log_fd: int
+    """A duplicate of the real stderr: diagnostics for humans."""
+    capture: OutputCapture
+
+    def fds(self) -> list[int]:
+        """The private fds, which forked workers must close."""
+        return [self.commands_fd, self.packets_fd, self.log_fd]
+
+    def restore_stdio(self) -> None:
+        """Put the real stdin, stdout and stderr back on fds 0, 1 and 2 (before an exec)."""
+        self.capture.uninstall()
+        os.dup2(self.commands_fd, 0)
+        os.dup2(self.packets_fd, 1)
+        os.dup2(self.log_fd, 2)
+
+    def log(self, message: str) -> None:
+        """Write one diagnostic line to the real stderr (never fails)."""
+        try:
+            os.write(self.log_fd, f"testserver: {message}\n".encode("utf-8", "backslashreplace"))
+        except OSError:
+            pass
+
+
+def _capture_file() -> int:
+    fd, path = tempfile.mkstemp(prefix="testserver-capture-")
+    os.unlink(path)
+    return fd
+
+
+def open_private_channel() -> PrivateChannel:
+    """Take fds 0, 1 and 2 for the protocol and install output capture on 1 and 2."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    commands_fd = os.dup(0) if _is_open(0) else os.open(os.devnull, os.O_RDONLY)
+    packets_fd = os.dup(1)
+    log_fd = os.dup(2) if _is_open(2) else os.open(os.devnull, os.O_WRONLY)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    capture = OutputCapture(_capture_file(), _capture_file())
+    capture.install()
+    return PrivateChannel(commands_fd, packets_fd, log_fd, capture)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

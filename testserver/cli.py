@@ -1,0 +1,238 @@
+"""``python -m testserver``: the server (``--serve``) and the ``subunit.run`` drop-in.
+
+Arguments follow ``python -m subunit.run`` (and so ``python -m unittest``)::
+
+    python -m testserver [--serve] [discover [START [PATTERN [TOP]]]] [-s START] [-t TOP]
+                         [-p PATTERN] [-k PATTERN] [--list] [--load-list FILE] [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from testserver import __version__
+from testserver.wire.framing import DEFAULT_MAX_PAYLOAD
+from testserver.wire.packets import SUBUNIT_VERSIONS
+
+EXIT_USAGE = 2
+"""Bad arguments, or a start directory that cannot be imported."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for ``python -m testserver``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m testserver",
+        description="Discover and import unittest tests once, then run them on request "
+        "(--serve), or run them once writing subunit v2 like `python -m subunit.run`.",
+    )
+    parser.add_argument("--version", action="version", version=f"testserver {__version__}")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="stay up: read command frames on stdin, write subunit packets on stdout "
+        "(see spec/protocol.md)",
+    )
+    parser.add_argument("-s", "--start-directory", dest="start", help="discovery start directory")
+    parser.add_argument("-t", "--top-level-directory", dest="top", help="top-level directory")
+    parser.add_argument("-p", "--pattern", help="test file pattern (default: test*.py)")
+    parser.add_argument(
+        "-k",
+        dest="name_patterns",
+        action="append",
+        default=[],
+        help="only tests whose id matches this pattern (fnmatch, or substring), as unittest -k",
+    )
+    parser.add_argument("-l", "--list", action="store_true", help="list the tests, do not run them")
+    parser.add_argument("--load-list", metavar="FILE", help="run (or list) only the ids in FILE")
+    parser.add_argument(
+        "--isolation",
+        choices=("fork", "none"),
+        default="fork",
+        help="fork: run each batch in a child of the loaded process, so a crashing test is "
+        "reported and the server survives (default); none: run in-process",
+    )
+    parser.add_argument(
+        "--subunit-version",
+        choices=SUBUNIT_VERSIONS,
+        default="2.1",
+        help="2.1 (default) adds parent test ids to subtest packets; 2.0 never does, for "
+        "strict v2 parsers",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail a test that runs longer than this and go on with the batch (fork isolation)",
+    )
+    parser.add_argument(
+        "--max-payload",
+        type=int,
+        default=DEFAULT_MAX_PAYLOAD,
+        metavar="BYTES",
+        help=f"largest command payload accepted (default {DEFAULT_MAX_PAYLOAD})",
+    )
+    parser.add_argument(
+        "--no-reload",
+        dest="reload",
+        action="store_false",
+        help="serve: do not watch files or reload changed modules",
+    )
+    parser.add_argument(
+        "--poll",
+        action="store_true",
+        help="serve: detect changes by polling instead of inotify (network or container mounts)",
+    )
+    parser.add_argument(
+        "--watch",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="serve: also watch DIR for changes (default: the top-level directory)",
+    )
+    for flag in ("-v", "-q", "-b", "-c", "-f"):
+        parser.add_argument(flag, action="count", default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--locals", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("names", nargs="*", metavar="NAME", help="'discover' or test names")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` into options, resolving unittest's ``discover`` positional form."""
+    from testserver.loading import LoadSpec
+
+    parser = build_parser()
+    args = parser.parse_intermixed_args(list(argv))
+    names = list(args.names)
+    discover = not names or names[0] == "discover"
+    if names and names[0] == "discover":
+        positional = names[1:]
+        if len(positional) > 3:
+            parser.error("discover takes at most START, PATTERN and TOP")
+        for attribute, value in zip(("start", "pattern", "top"), positional):
+            if getattr(args, attribute) is None:
+                setattr(args, attribute, value)
+        names = []
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.serve and (args.list or args.load_list or args.name_patterns):
+        parser.error(
+            "--list, --load-list and -k select tests for one run; with --serve send "
+            "list-tests or run-tests commands instead"
+        )
+    if args.max_payload < 0:
+        parser.error("--max-payload must not be negative")
+    args.load = LoadSpec(
+        start=args.start or ".",
+        top=args.top,
+        pattern=args.pattern or "test*.py",
+        names=tuple(names),
+        discover=discover,
+    )
+    return args
+
+
+def read_load_list(path: str) -> list[str]:
+    """Test ids from a ``--load-list`` file: UTF-8, one per line, blank lines ignored."""
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def _take_resume() -> tuple[int, bytes]:
+    """The generation and pending command bytes handed over by a restarting server."""
+    from testserver.server import GENERATION_ENV, RESUME_ENV
+
+    generation = int(os.environ.pop(GENERATION_ENV, "0") or 0)
+    path = os.environ.pop(RESUME_ENV, None)
+    if not path:
+        return generation, b""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        os.unlink(path)
+    except OSError:
+        data = b""
+    return generation, data
+
+
+def _serve(args: argparse.Namespace, index, channel, argv: list[str]) -> int:
+    from testserver.server import Server, ServerOptions
+
+    generation, resume = _take_resume()
+    reloader = None
+    if args.reload:
+        from testserver.reloading import Reloader
+
+        roots = [args.load.top or args.load.start, *args.watch]
+        reloader = Reloader(args.load, roots, poll=args.poll)
+        reloader.start(index)
+    options = ServerOptions(
+        load=args.load,
+        isolation=args.isolation,
+        subunit_version=args.subunit_version,
+        timeout=args.timeout,
+        max_payload=args.max_payload,
+        argv=argv,
+        generation=generation,
+        resume=resume,
+    )
+    return Server(index, channel, options, reloader=reloader).serve()
+
+
+CLIENT_COMMANDS = {
+    "debug": "testserver.debugging",
+    "run": "testserver.console",
+    "watch": "testserver.watch",
+}
+"""First arguments that select a client command instead of a test name."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m testserver`` and the ``testserver`` script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in CLIENT_COMMANDS:
+        import importlib
+
+        return importlib.import_module(CLIENT_COMMANDS[argv[0]]).main(argv[1:])
+    args = parse_args(argv)
+    try:
+        load_ids = read_load_list(args.load_list) if args.load_list else None
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"testserver: cannot read --load-list file: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from testserver.channel import open_private_channel
+    from testserver.loading import load
+
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    channel = open_private_channel()
+    import unittest
+
+    loader = unittest.TestLoader()
+    if args.name_patterns:  # exactly unittest's -k: import failures stay listed
+        loader.testNamePatterns = [p if "*" in p else f"*{p}*" for p in args.name_patterns]
+    try:
+        index = load(args.load, loader=loader)
+    except (ImportError, ValueError, TypeError, OSError) as error:
+        channel.log(f"cannot load tests: {error}")
+        return EXIT_USAGE
+    ids = load_ids
+    if args.serve:
+        return _serve(args, index, channel, argv)
+
+    from testserver.oneshot import OneShotOptions, run_oneshot
+
+    return run_oneshot(
+        index,
+        channel,
+        OneShotOptions(
+            list_only=args.list,
+            test_ids=ids,
+            isolation=args.isolation,
+            subunit_version=args.subunit_version,
+            timeout=args.timeout,
+        ),
+    )

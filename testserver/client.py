@@ -1,0 +1,279 @@
+"""A Python client for a testserver: start or attach, list, run, cancel, feed stdin.
+
+The client talks to any pair of pipes: a local ``python -m testserver --serve`` it starts,
+or one reached through ``ssh host python -m testserver --serve``; it never assumes the server
+is a local process. It imports only the wire layer (no testtools, no subunit), so a client
+process starts fast.
+
+    with Client.spawn(["-t", ".", "-s", "tests"], cwd=project) as client:
+        ids = client.list()
+        run = client.run(ids[:3])
+        for packet in run:
+            ...
+        print(run.complete["outcomes"])
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
+from testserver.wire.control import COMPLETE, HELLO, decode_control
+from testserver.wire.errors import PacketError
+from testserver.wire.events import Packet
+from testserver.wire.framing import encode_command
+from testserver.wire.packets import PacketDecoder
+from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA
+
+READ_SIZE = 1 << 16
+"""Bytes read from the server's stdout per call."""
+
+STDERR_TAIL = 4000
+"""How much of a dead server's stderr an error message quotes."""
+
+
+class ClientError(Exception):
+    """Base of the errors a client raises."""
+
+
+class ServerClosed(ClientError):
+    """The server closed its output: it exited (cleanly, or see :class:`ServerDied`)."""
+
+
+class ServerDied(ServerClosed):
+    """The server process ended abnormally; ``returncode`` and ``stderr`` say how."""
+
+    def __init__(self, message: str, returncode: int | None, stderr: str) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class CommandFailed(ClientError):
+    """The server completed a command with status ``error``; ``complete`` is its event."""
+
+    def __init__(self, complete: dict[str, Any]) -> None:
+        super().__init__(f"{complete.get('command')}: {complete.get('message')}")
+        self.complete = complete
+
+
+class ProtocolViolation(ClientError):
+    """The server's output is not a valid subunit stream."""
+
+
+def _completion(packet: Packet, command_id: str) -> dict[str, Any] | None:
+    """The body of ``packet`` if it is the completion of command ``command_id``."""
+    control = decode_control(packet)
+    if control is None or control[0] != COMPLETE or control[1].get("id") != command_id:
+        return None
+    return control[1]
+
+
+class Run:
+    """The packets of one ``run-tests`` as they arrive; ``complete`` is set at the end."""
+
+    def __init__(self, client: Client, command_id: str) -> None:
+        self.client = client
+        self.id = command_id
+        self.complete: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[Packet]:
+        while self.complete is None:
+            packet = self.client.next_packet()
+            complete = _completion(packet, self.id)
+            if complete is not None:
+                self.complete = complete
+                return
+            yield packet
+
+    def cancel(self) -> None:
+        """Ask the server to cancel this run (safe from another thread)."""
+        self.client.cancel()
+
+    def send_stdin(self, data: bytes) -> None:
+        """Send ``data`` to the running test's stdin (``b""``: end of input)."""
+        self.client.send_stdin(data)
+
+
+class Client:
+    """One connection to a testserver over a pair of byte pipes."""
+
+    def __init__(
+        self,
+        read_fd: int,
+        write_fd: int,
+        *,
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.process = process
+        self.decoder = PacketDecoder()
+        self._ids = itertools.count(1)
+        self._write_lock = threading.Lock()
+        self.hello = self._read_hello()
+
+    @classmethod
+    def spawn(
+        cls,
+        server_args: Sequence[str] = (),
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        stderr: int | None = subprocess.PIPE,
+    ) -> Client:
+        """Start ``python -m testserver --serve SERVER_ARGS`` (or ``command``) and connect.
+
+        ``command`` replaces the whole command line, e.g. ``["ssh", "host", "python", "-m",
+        "testserver", "--serve"]``. ``stderr=None`` lets the server's diagnostics reach ours.
+        """
+        argv = list(command) if command else [sys.executable, "-m", "testserver", "--serve"]
+        argv += list(server_args)
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        return cls(process.stdout.fileno(), process.stdin.fileno(), process=process)
+
+    # -- commands ------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        """A fresh command id."""
+        return f"c{next(self._ids)}"
+
+    def send(self, command: Command) -> None:
+        """Write one command frame (thread-safe)."""
+        data = encode_command(command)
+        with self._write_lock:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self.write_fd, view) :]
+            except BrokenPipeError:
+                raise self._closed_error("the server closed its stdin") from None
+
+    def request(self, command: Command) -> tuple[list[Packet], dict[str, Any]]:
+        """Send ``command``; return its packets and its completion; raise on ``error``."""
+        self.send(command)
+        packets = []
+        while True:
+            packet = self.next_packet()
+            control = decode_control(packet)
+            if (
+                control is not None
+                and control[0] == COMPLETE
+                and control[1].get("id") == command.id
+            ):
+                if control[1].get("status") == "error":
+                    raise CommandFailed(control[1])
+                return packets, control[1]
+            packets.append(packet)
+
+    def list(self) -> list[str]:
+        """Every runnable test id, in load order."""
+        packets, _ = self.request(ListTests(self.new_id()))
+        return [p.test_id for p in packets if p.status == "exists" and p.test_id]
+
+    def run(self, test_ids: Iterable[str] = ()) -> Run:
+        """Start running ``test_ids`` (all tests if empty); iterate the result for packets."""
+        command = RunTests(self.new_id(), tuple(test_ids))
+        self.send(command)
+        return Run(self, command.id)
+
+    def cancel(self) -> None:
+        """Cancel the running batch (its completion then has status ``cancelled``)."""
+        self.send(Cancel(self.new_id()))
+
+    def send_stdin(self, data: bytes) -> None:
+        """Feed the running test's stdin; ``b""`` is end of input."""
+        self.send(Stdin(self.new_id(), data))
+
+    def reload(self) -> dict[str, Any]:
+        """Apply pending source changes now; return the completion."""
+        return self.request(Reload(self.new_id()))[1]
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        """Ask the server to quit and wait for it; return its exit code if we started it."""
+        try:
+            self.send(Quit(self.new_id()))
+        except ServerClosed:
+            pass
+        process = self.process
+        if process is None:
+            return None
+        for stream in (process.stdin,):
+            if stream is not None:
+                stream.close()
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+        finally:
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def next_packet(self, timeout: float | None = None) -> Packet:
+        """The next packet from the server (blocking, or up to ``timeout`` seconds)."""
+        while True:
+            try:
+                event = self.decoder.next_event()
+            except PacketError as error:
+                raise ProtocolViolation(f"bad output from the server: {error}") from error
+            if isinstance(event, Packet):
+                return event
+            if event is END_OF_INPUT:
+                raise self._closed_error("the server closed its output")
+            assert event is NEED_DATA
+            if timeout is not None:
+                ready, _, _ = select.select([self.read_fd], [], [], timeout)
+                if not ready:
+                    raise TimeoutError(f"no output from the server within {timeout} s")
+            data = os.read(self.read_fd, READ_SIZE)
+            self.decoder.receive_data(data)
+
+    def _read_hello(self) -> dict[str, Any]:
+        packet = self.next_packet()
+        control = decode_control(packet)
+        if control is None or control[0] != HELLO:
+            raise ProtocolViolation(f"expected testserver.hello first, got {packet!r}")
+        return control[1]
+
+    def _closed_error(self, what: str) -> ServerClosed:
+        process = self.process
+        if process is None:
+            return ServerClosed(what)
+        try:
+            returncode = process.wait(5)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        stderr = ""
+        if process.stderr is not None and returncode is not None:
+            stderr = process.stderr.read().decode("utf-8", "replace")[-STDERR_TAIL:]
+        if returncode == 0:
+            return ServerClosed(f"{what}; it exited with status 0")
+        return ServerDied(
+            f"{what}; it exited with status {returncode}: {stderr}", returncode, stderr
+        )

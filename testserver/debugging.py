@@ -1,0 +1,111 @@
+"""``testserver debug TEST_ID [SERVER ARGS]``: debug one test with pdb through the protocol.
+
+Starts a server, runs the test, and joins it to this terminal: the test's output appears as
+it is flushed, and whenever the test waits for input (``testserver.stdin-wanted``, e.g. at a
+``(Pdb)`` prompt) a line typed here is sent as a ``stdin`` frame. Ctrl-C cancels the test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import BinaryIO, TextIO
+
+from testserver.client import Client, ClientError
+from testserver.wire.control import STDIN_WANTED, decode_control
+from testserver.wire.events import Packet
+
+PASSING = frozenset({"success", "skip", "xfail"})
+"""Final statuses after which ``debug`` exits 0."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``testserver debug``."""
+    parser = argparse.ArgumentParser(
+        prog="testserver debug",
+        description="Run one test in a testserver with this terminal joined to its stdin and "
+        "output, so that pdb (breakpoint()) works through the protocol. Arguments after the "
+        "test id go to the server, e.g. -t . -s tests.",
+    )
+    parser.add_argument("test_id", help="the id of the test to run")
+    return parser
+
+
+class Session:
+    """Relays one test's packets to a terminal and the terminal's lines to the test."""
+
+    def __init__(self, client: Client, terminal_in: TextIO, out: BinaryIO, err: BinaryIO) -> None:
+        self.client = client
+        self.terminal_in = terminal_in
+        self.out = out
+        self.err = err
+        self.status: str | None = None
+        self.details: list[tuple[str, bytes]] = []
+
+    def run(self, test_id: str) -> dict:
+        """Run ``test_id`` to completion; return the completion event."""
+        run = self.client.run([test_id])
+        packets = iter(run)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except KeyboardInterrupt:
+                self.client.cancel()
+                continue
+            self.handle(packet, test_id)
+        assert run.complete is not None
+        return run.complete
+
+    def handle(self, packet: Packet, test_id: str) -> None:
+        """Show one packet; answer a stdin request with a line from the terminal."""
+        control = decode_control(packet)
+        if control is not None:
+            if control[0] == STDIN_WANTED:
+                self.answer()
+            return
+        if packet.file_name in ("stdout", "stderr") and packet.file_bytes:
+            stream = self.out if packet.file_name == "stdout" else self.err
+            stream.write(packet.file_bytes)
+            stream.flush()
+        elif packet.file_name and packet.file_bytes:
+            self.details.append((f"{packet.test_id}: {packet.file_name}", packet.file_bytes))
+        if packet.test_id == test_id and packet.is_final:
+            self.status = packet.status
+
+    def answer(self) -> None:
+        """Read one line from the terminal and send it (end of input at EOF)."""
+        try:
+            line = self.terminal_in.readline()
+        except KeyboardInterrupt:
+            self.client.cancel()
+            return
+        self.client.send_stdin(line.encode("utf-8"))
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``testserver debug``."""
+    args, server_args = build_parser().parse_known_args(list(argv))
+    try:
+        import readline  # noqa: F401  (line editing for the pdb prompt, where available)
+    except ImportError:
+        pass
+    try:
+        client = Client.spawn(server_args, stderr=None)
+    except (OSError, ClientError) as error:
+        print(f"testserver debug: cannot start the server: {error}", file=sys.stderr)
+        return 2
+    with client:
+        session = Session(client, sys.stdin, sys.stdout.buffer, sys.stderr.buffer)
+        try:
+            complete = session.run(args.test_id)
+        except ClientError as error:
+            print(f"testserver debug: {error}", file=sys.stderr)
+            return 2
+    for name, data in session.details:
+        sys.stderr.write(f"--- {name} ---\n{data.decode('utf-8', 'replace')}\n")
+    status = session.status or complete.get("status")
+    print(f"\n{args.test_id}: {status}", file=sys.stderr)
+    return 0 if session.status in PASSING else 1
