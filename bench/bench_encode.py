@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000, help="status events (even)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per encoder")
     parser.add_argument("--chunk", type=int, default=65_536, help="decoder read size")
+    parser.add_argument("--quick", action="store_true", help="20,000 events, 3 rounds")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.repeats = min(args.events, 20_000), min(args.repeats, 3)
     events = args.events - args.events % 2
 
     print("$ " + shlex.join([sys.executable, *sys.argv]))

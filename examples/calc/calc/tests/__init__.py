@@ -1,0 +1,1 @@
+"""The calc test suite: plain unittest, plus one testtools test case."""
