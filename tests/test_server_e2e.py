@@ -138,6 +138,9 @@ def test_class_and_module_fixtures(server):
     assert statuses["ebasic.test_fixtures.WithClassFixture.test_saw_fixtures"] == "success"
     assert statuses["setUpClass (ebasic.test_fixtures.BrokenClassFixture)"] == "fail"
     assert "ebasic.test_fixtures.BrokenClassFixture.test_never_runs" not in statuses
+    assert transcript.complete["not_run"] == [
+        "ebasic.test_fixtures.BrokenClassFixture.test_never_runs"
+    ]
 
 
 def test_subtests_have_parent_ids_and_the_parent_a_final_status(server):
@@ -232,3 +235,20 @@ def test_testtools_subtests_are_reported_one_by_one(server):
     assert b"one fails" in transcript.files(f"{parent} (i=1)", "traceback")
     parents = {p.parent_test_id for p in transcript.packets if p.parent_test_id}
     assert parents == {parent}
+
+
+def test_commands_after_quit_are_refused_not_dropped(server):
+    server.send_raw(b"quit q 0\nlist-tests late 0\n")
+    late = server.wait_complete("late")
+    assert late.complete["status"] == "error"
+    assert late.complete["code"] == "quitting"
+    assert server.wait() == 0
+
+
+def test_sigterm_finishes_the_batch_completion_and_exits(server):
+    import signal
+
+    server.send(RunTests("t", (OUT + "Outcomes.test_pass",)))
+    server.wait_complete("t")
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait() == 0

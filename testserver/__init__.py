@@ -4,10 +4,17 @@ The package is layered; imports flow one way, from the wire up:
 
 - ``testserver.wire``: the sans-I/O protocol core (command framing, subunit 2.1 codec,
   control events). Bytes in, events out; events in, bytes out.
-- the test layer (``loading``, ``results``, ``capture``, ``execution``): discover tests once,
-  run a batch, turn outcomes into subunit events.
-- the process layer (``worker``, ``server``, ``oneshot``, ``cli``): forked batch workers,
-  the stdio server loop and the ``subunit.run`` drop-in.
+- the test layer (``loading``, ``results``, ``capture``, ``execution``, ``subtests``,
+  ``interactive``): discover tests once, run a batch, turn outcomes into subunit events.
+- reloading (``watching``, ``modulegraph``, ``statetracking``, ``staleness``,
+  ``reloading``): notice source changes and bring the loaded suite up to date between
+  batches, or decide that only a restart is safe.
+- the process layer (``channel``, ``worker``, ``batch``, ``server``, ``oneshot``, ``cli``):
+  the private stdio channel, forked batch workers, the serve loop and the ``subunit.run``
+  drop-in.
+- the clients (``client``, ``console``, ``jsonout``, ``watch``, ``debugging``, ``bridge``,
+  ``daemon``, ``shim``): the Python client library, ``testserver run/list/watch/debug``, the
+  editor bridge, and the warm daemon behind ``testserver-client`` for testr and stestr.
 """
 
 __version__ = "0.1.0.dev0"

@@ -9,6 +9,7 @@ reports the tests that never started as not run.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
@@ -85,6 +86,7 @@ class BatchRun:
     ) -> None:
         self.command_id = command_id
         self.tests = test_ids
+        self.requested = list(test_ids)
         self.spawner = spawner
         self.write = write
         self.timeout = timeout
@@ -96,6 +98,7 @@ class BatchRun:
         self._position = 0
         self._current: str | None = None
         self._current_started = 0.0
+        self._finished: collections.Counter[str] = collections.Counter()
         self._cancel_deadline: float | None = None
         self._worker: WorkerHandle | None = None
         self._buffer = bytearray()
@@ -161,7 +164,6 @@ class BatchRun:
         self._report_outside_tests(stdout, stderr)
         self.spawner.retire(worker)
         self._worker = None
-        self.outcome.not_run.extend(done.get("not_run", []))
         self._finish()
 
     def on_deadline(self) -> None:
@@ -231,11 +233,16 @@ class BatchRun:
         if status == _INPROGRESS:
             self._started(decode_packets(raw)[0].test_id or "")
         elif status in _FINAL_CODES:
-            self.outcome.ran += 1
-            name = STATUSES[status]
-            self.outcome.outcomes[name] = self.outcome.outcomes.get(name, 0) + 1
-            self._current = None
+            self._count(STATUSES[status])
         return True
+
+    def _count(self, status: str) -> None:
+        """The current test ended with ``status``."""
+        self.outcome.ran += 1
+        self.outcome.outcomes[status] = self.outcome.outcomes.get(status, 0) + 1
+        if self._current is not None:
+            self._finished[self._current] += 1
+        self._current = None
 
     def _started(self, test_id: str) -> None:
         self._current = test_id
@@ -280,10 +287,10 @@ class BatchRun:
             message = f"testserver: the worker process {cause} after its last test.\n"
         self.outcome.crashes.append(f"{victim}: {cause}")
         self._report_crash(victim, message, stdout, stderr)
-        self._current = None
+        self._current = victim
+        self._count("fail")
         remaining = self.tests[self._position :]
         if self.cancelled:
-            self.outcome.not_run.extend(remaining)
             self._finish()
         elif remaining:
             self.tests = remaining
@@ -313,8 +320,17 @@ class BatchRun:
         )
         parts.append(encode_status(test_id, "fail", time.time_ns(), subunit_version=version))
         self.write(b"".join(parts))
-        self.outcome.ran += 1
-        self.outcome.outcomes["fail"] = self.outcome.outcomes.get("fail", 0) + 1
+
+    def _never_finished(self) -> list[str]:
+        """Requested ids without a final status: cancelled, or skipped by a failed fixture."""
+        finished = self._finished.copy()
+        missing = []
+        for test_id in self.requested:
+            if finished[test_id] > 0:
+                finished[test_id] -= 1
+            else:
+                missing.append(test_id)
+        return missing
 
     def _report_outside_tests(self, stdout: bytes, stderr: bytes) -> None:
         """Output written after the last test (e.g. in tearDownModule): global attachments."""
@@ -330,6 +346,7 @@ class BatchRun:
     def _finish(self) -> None:
         self.done = True
         self._cancel_deadline = None
+        self.outcome.not_run = self._never_finished()
         if self.cancelled:
             self.outcome.status = "cancelled"
             self.outcome.message = "the batch was cancelled"

@@ -182,8 +182,11 @@ def _serve(args: argparse.Namespace, index, channel, argv: list[str]) -> int:
 
 
 CLIENT_COMMANDS = {
+    "bridge": "testserver.bridge",
+    "daemon": "testserver.daemon",
     "debug": "testserver.debugging",
     "run": "testserver.console",
+    "list": "testserver.console:list_main",
     "watch": "testserver.watch",
 }
 """First arguments that select a client command instead of a test name."""
@@ -195,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in CLIENT_COMMANDS:
         import importlib
 
-        return importlib.import_module(CLIENT_COMMANDS[argv[0]]).main(argv[1:])
+        module, _, function = CLIENT_COMMANDS[argv[0]].partition(":")
+        return getattr(importlib.import_module(module), function or "main")(argv[1:])
     args = parse_args(argv)
     try:
         load_ids = read_load_list(args.load_list) if args.load_list else None
@@ -211,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     channel = open_private_channel()
     import unittest
 
+    if args.serve and args.reload:
+        from testserver.reloading import track_startup
+
+        track_startup([args.load.top or args.load.start, *args.watch])
     loader = unittest.TestLoader()
     if args.name_patterns:  # exactly unittest's -k: import failures stay listed
         loader.testNamePatterns = [p if "*" in p else f"*{p}*" for p in args.name_patterns]

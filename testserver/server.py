@@ -160,6 +160,7 @@ class Server:
                 self._read_commands(resumed=True)
             while not self._finished():
                 self._step()
+            self._refuse_queued()
         except ClientGone as error:
             self.channel.log(f"{error}; exiting")
             return 1
@@ -169,6 +170,16 @@ class Server:
             if self.reloader is not None:
                 self.reloader.close()
         return 0
+
+    def _refuse_queued(self) -> None:
+        """The server is stopping: commands still queued get an error, not silence."""
+        while self.queue:
+            self._complete(
+                self.queue.popleft(),
+                status="error",
+                code="quitting",
+                message="the server is exiting (quit or SIGTERM came first); command not run",
+            )
 
     def _finished(self) -> bool:
         if self.batch is not None:
@@ -201,6 +212,7 @@ class Server:
             "tests": len(self.index),
             "generation": self.generation,
             "max_payload": self.options.max_payload,
+            "watch_error": self.reloader.watch_error if self.reloader is not None else None,
             "discovery_errors": [
                 {"test_id": e.test_id, "module": e.module, "message": e.message}
                 for e in self.index.errors
@@ -553,4 +565,3 @@ class Server:
                 self.batch.cancel()
             if number == signal.SIGTERM:
                 self.stopping = True
-                self.queue.clear()

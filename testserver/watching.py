@@ -14,10 +14,18 @@ test runs:
   each), re-lists a directory whose key changed, and hashes a file whose key changed. Watcher
   events are only hints: paths to look at as well.
 
-Why stat everything on every command: a client that saves a file and sends ``run-tests`` at
-once expects the new content, and the observer thread may not have seen the event yet (the
-kernel has queued it, but the thread has not run). ``stat`` is synchronous, so the scan sees
-every write that finished before the command arrived.
+Why not trust the watcher thread: a client that saves a file and sends ``run-tests`` at once
+expects the new content, and the observer thread may not have seen the event yet (the kernel
+has queued it, but the thread has not run). Two synchronous ways see every write that
+finished before the command arrived:
+
+- :class:`ChangeSignal` (Linux): our own non-blocking inotify descriptor on the tracked
+  directories. The kernel queues an event inside the writer's ``write``/``rename`` call, so
+  "nothing queued" at a command means "nothing changed": the scan is skipped, and a command
+  costs one ``read`` that fails with ``EAGAIN``.
+- the stat scan, which runs whenever the signal says something happened, when it is not
+  available (other systems, no inotify watches left), and always with ``--poll`` (network
+  and container mounts do not deliver inotify events for changes made elsewhere).
 
 Why hash, and why not trust stat alone: a stat key that changed without the content changing
 (``touch``, a checkout of the same text) reloads nothing; a content change that left the key
@@ -29,6 +37,9 @@ mtime and size unchanged. Bytecode caches are not this module's business (see re
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import hashlib
 import importlib.machinery
 import os
@@ -43,6 +54,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 __all__ = [
     "ChangeRecorder",
+    "ChangeSignal",
     "FileState",
     "SourceTree",
     "TreeChanges",
@@ -80,6 +92,15 @@ READ_CHUNK = 1 << 20
 UNREADABLE = b"unreadable"
 """Digest recorded for a file that exists but cannot be read (the import will report why)."""
 
+INOTIFY_MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800
+"""IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE, IN_MOVED_FROM/TO, IN_CREATE, IN_DELETE, and the
+directory itself deleted or moved: every way a source file can change; not reads."""
+
+INOTIFY_ONLYDIR = 0x01000000
+
+SIGNAL_READ_SIZE = 1 << 16
+"""Bytes drained from the inotify descriptor per read; the events themselves are not parsed."""
+
 Key = tuple[int, int, int, int]
 """What a stat says about a file or directory: (mtime_ns, size, inode, ctime_ns)."""
 
@@ -107,7 +128,8 @@ def file_kind(path: str) -> str | None:
 
 
 _PREFIXES = frozenset(
-    os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
+    os.path.realpath(p)
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
 )
 
 
@@ -149,7 +171,6 @@ class ChangeRecorder(FileSystemEventHandler):
         with self._lock:
             paths, self._paths = self._paths, set()
         return paths
-
 
     def _relevant(self, path: str, is_directory: bool) -> bool:
         below = path
@@ -222,6 +243,85 @@ def _default_observer(poll: bool) -> Any:
     from watchdog.observers import Observer
 
     return Observer()
+
+
+# ---------------------------------------------------------------------------------------------
+# The synchronous change signal
+
+
+class ChangeSignal:
+    """ "Did anything change in these directories since I last asked?", answered at once.
+
+    A private inotify descriptor (``IN_NONBLOCK``) with one watch per directory. Linux only;
+    elsewhere, or when a watch cannot be added (the per-user limit), :attr:`usable` is
+    false and the caller scans every time. Events are drained, never parsed: any event, an
+    overflow included, means "scan".
+    """
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.usable = False
+        self.watched: set[str] = set()
+        self._libc = _libc()
+        if self._libc is not None:
+            fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd >= 0:
+                self.fd, self.usable = fd, True
+
+    def watch(self, directories: Iterable[str]) -> None:
+        """Watch the directories not watched yet (a vanished one drops its own watch)."""
+        if not self.usable:
+            return
+        for path in directories:
+            if path in self.watched:
+                continue
+            wd = self._libc.inotify_add_watch(  # type: ignore[union-attr]
+                self.fd, os.fsencode(path), INOTIFY_MASK | INOTIFY_ONLYDIR
+            )
+            if wd < 0 and ctypes.get_errno() != errno.ENOENT:
+                self.close()  # out of watches: the caller falls back to scanning
+                return
+            self.watched.add(path)
+
+    def forget(self, directories: Iterable[str]) -> None:
+        """Stop counting ``directories`` as watched (they vanished; watch them again if they
+        come back)."""
+        self.watched.difference_update(directories)
+
+    def pending(self) -> bool:
+        """True when an event arrived since the last call (or the signal is not usable)."""
+        if not self.usable:
+            return True
+        seen = False
+        while True:
+            try:
+                data = os.read(self.fd, SIGNAL_READ_SIZE)
+            except BlockingIOError:
+                return seen
+            except OSError:
+                self.close()
+                return True
+            if not data:
+                return seen
+            seen = True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd, self.usable = -1, False
+
+
+def _libc() -> Any:
+    """The C library, if it has inotify (Linux glibc and musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,10 +213,15 @@ class WorkerSpawner:
             self._standby = self._spawn()
 
     def discard_standby(self) -> None:
-        """Drop the standby worker (its copy of the suite is stale after a reload)."""
+        """Drop the standby worker (its copy of the suite is stale after a reload).
+
+        It is killed and reaped later, so that the next batch need not wait for a large
+        process to be torn down.
+        """
         worker, self._standby = self._standby, None
         if worker is not None:
-            self.release(worker)
+            worker.signal(signal.SIGKILL)
+            self.retire(worker)
 
     def release(self, worker: WorkerHandle) -> None:
         """Kill if needed, reap and close ``worker``."""

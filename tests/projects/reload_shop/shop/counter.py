@@ -1,0 +1,3 @@
+"""Module state that a test module changes when it is imported."""
+
+LOADS = 0
