@@ -68,8 +68,8 @@ class ProtocolViolation(ClientError):
     """The server's output is not a valid subunit stream."""
 
 
-def _completion(packet: Packet, command_id: str) -> dict[str, Any] | None:
-    """The body of ``packet`` if it is the completion of command ``command_id``."""
+def completion_of(packet: Packet, command_id: str) -> dict[str, Any] | None:
+    """The body of ``packet`` if it is the ``testserver.complete`` of ``command_id``."""
     control = decode_control(packet)
     if control is None or control[0] != COMPLETE or control[1].get("id") != command_id:
         return None
@@ -87,7 +87,7 @@ class Run:
     def __iter__(self) -> Iterator[Packet]:
         while self.complete is None:
             packet = self.client.next_packet()
-            complete = _completion(packet, self.id)
+            complete = completion_of(packet, self.id)
             if complete is not None:
                 self.complete = complete
                 return

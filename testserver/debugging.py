@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
-from testserver.client import Client, ClientError
+from testserver.client import Client, ClientError, completion_of
 from testserver.wire.control import STDIN_WANTED, decode_control
 from testserver.wire.events import Packet
 
@@ -46,18 +46,16 @@ class Session:
     def run(self, test_id: str) -> dict:
         """Run ``test_id`` to completion; return the completion event."""
         run = self.client.run([test_id])
-        packets = iter(run)
         while True:
             try:
-                packet = next(packets)
-            except StopIteration:
-                break
+                packet = self.client.next_packet()
             except KeyboardInterrupt:
                 self.client.cancel()
                 continue
+            complete = completion_of(packet, run.id)
+            if complete is not None:
+                return complete
             self.handle(packet, test_id)
-        assert run.complete is not None
-        return run.complete
 
     def handle(self, packet: Packet, test_id: str) -> None:
         """Show one packet; answer a stdin request with a line from the terminal."""

@@ -1,0 +1,5 @@
+from wproj.calc import add
+
+
+def double(x):
+    return add(x, x)

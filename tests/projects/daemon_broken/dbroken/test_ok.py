@@ -1,0 +1,6 @@
+import unittest
+
+
+class TestOk(unittest.TestCase):
+    def test_ok(self):
+        pass

@@ -1,0 +1,990 @@
+"""The warm-server daemon behind ``testserver-client``: a pool of loaded servers per project.
+
+testr and stestr start a new backend process per listing and per partition. The daemon keeps
+``python -m testserver --serve`` processes alive between those runs, so the backend
+(:mod:`testserver.shim`) only forwards a request over a Unix socket and copies the stream
+back. The request protocol and the socket's location are described in :mod:`testserver.shim`.
+
+- **Keys.** A warm server is chosen by (project directory, Python executable, ``--serve``
+  arguments, environment variables whose names start with ``PYTHON``). A new server gets the
+  environment of the request that started it.
+- **Pool.** Requests with the same key that arrive together (``testr run --parallel``) get
+  different servers: an idle one if there is one, else a new one, up to
+  :data:`MAX_SERVERS_PER_KEY`; beyond that they wait. So parallel runs really run in parallel,
+  and the next parallel run finds all its servers warm.
+- **Failures.** A server found dead is dropped and replaced by the next request. A server that
+  dies during a request is reported in-stream as a failing test ``testserver.daemon`` with the
+  reason (exit status 1); if it was already gone when the request's command was sent (so
+  nothing ran), the request is retried once on a fresh server. A server that cannot load the
+  tests (``python -m testserver`` exit 2) gives the client exit status 2 and the server's
+  message on stderr, as one-shot mode would.
+- **Cancellation.** When a client disconnects in the middle of a run (testr was interrupted),
+  the daemon cancels the batch and keeps the server.
+- **Lifetime.** Started on demand by the client (detached, logging to ``daemon.log``), stopped
+  by ``testserver daemon stop``, SIGTERM, or after ``--idle`` seconds without list or run
+  requests (default 900; ``status`` does not count). Servers unused that long are stopped too,
+  and at most :data:`MAX_SERVERS` are kept. Stopping quits every server, and every server
+  reaps its workers: no process is left.
+
+Commands: ``testserver daemon start|stop|status [--socket-dir DIR]`` and ``serve`` (run in the
+foreground, as ``start`` does detached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from testserver import __version__, shim
+from testserver.client import Client, ClientError
+from testserver.wire.commands import ListTests, Quit, RunTests
+from testserver.wire.control import COMPLETE, HELLO, RELOAD, decode_control, encode_control
+from testserver.wire.events import Packet
+from testserver.wire.packets import encode_packet, encode_status, file_packets
+
+MAX_SERVERS_PER_KEY = max(2, os.cpu_count() or 2)
+"""Servers per key: testr's default concurrency is the CPU count; more would only queue."""
+
+MAX_SERVERS = 32
+"""Servers across all keys; beyond this the least recently used idle ones are stopped."""
+
+MAX_REQUEST = 64 << 20
+"""Largest request line: 64 MiB holds a ``--load-list`` of a few hundred thousand ids."""
+
+REQUEST_TIMEOUT = 30.0
+"""Seconds a client has to send its request line after connecting."""
+
+HELLO_TIMEOUT = 600.0
+"""Seconds a new server may take to import the tests and say hello before it is killed."""
+
+DISCONNECT_POLL = 0.5
+"""While a test runs silently, how often the daemon checks whether the client went away."""
+
+CANCEL_TIMEOUT = 30.0
+"""After a client went away, how long a cancelled batch may take before its server is killed."""
+
+QUIT_TIMEOUT = 10.0
+"""How long a stopping server may take to exit before it is killed."""
+
+TICK = 1.0
+"""The main loop wakes up at least this often to check the idle timeout."""
+
+STDERR_TAIL = 4000
+"""Characters of a server's stderr quoted when it fails (and the cap on ``stderr`` sent)."""
+
+KEY_ENV_PREFIX = "PYTHON"
+"""Environment variables with this prefix (PYTHONPATH, ...) are part of a server's key."""
+
+EXIT_USAGE = 2
+"""``python -m testserver`` exit status for arguments or a start directory it cannot load."""
+
+TEXT_MIME = "text/plain;charset=utf8"
+
+_log_lock = threading.Lock()
+
+
+def log(message: str) -> None:
+    """One timestamped line on stderr (the daemon's log file when detached)."""
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} testserver-daemon[{os.getpid()}]: {message}\n"
+    with _log_lock:
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def describe_returncode(code: int | None) -> str:
+    """Say in words how a process with ``Popen.returncode`` ``code`` ended."""
+    if code is None:
+        return "it is still running"
+    if code < 0:
+        try:
+            return f"it was killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"it was killed by signal {-code}"
+    return f"it exited with status {code}"
+
+
+# --------------------------------------------------------------------------- warm servers
+
+
+@dataclass(frozen=True)
+class ServerKey:
+    """What makes two requests able to share a warm server."""
+
+    project: str
+    python: str
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_request(cls, request: dict[str, Any]) -> ServerKey:
+        env = request["env"]
+        return cls(
+            project=request["cwd"],
+            python=request["python"],
+            args=tuple(request["server_args"]),
+            env=tuple(sorted((k, v) for k, v in env.items() if k.startswith(KEY_ENV_PREFIX))),
+        )
+
+
+class StartFailed(Exception):
+    """A server could not be started; ``usage`` when it rejected its arguments (exit 2)."""
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+
+class StderrPump(threading.Thread):
+    """Copies a server's stderr into the daemon log and keeps its tail for error messages."""
+
+    def __init__(self, stream: IO[bytes], pid: int) -> None:
+        super().__init__(name=f"stderr-{pid}", daemon=True)
+        self.stream = stream
+        self.pid = pid
+        self.lines: collections.deque[str] = collections.deque(maxlen=50)
+
+    def run(self) -> None:
+        for raw in self.stream:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            log(f"[server {self.pid}] {line}")
+        self.stream.close()
+
+    def tail(self) -> str:
+        return "\n".join(self.lines)[-STDERR_TAIL:]
+
+
+class WarmServer:
+    """One ``python -m testserver --serve`` process and the client talking to it."""
+
+    def __init__(self, key: ServerKey, process: subprocess.Popen[bytes], pump: StderrPump):
+        self.key = key
+        self.process = process
+        self.pump = pump
+        self.client: Client | None = None
+        self.hello: dict[str, Any] = {}
+        self.busy = False
+        self.runs = 0
+        self.started = time.time()
+        self.last_used = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def version(self) -> str:
+        """The subunit dialect the server writes, for re-encoding its packets."""
+        return str(self.hello.get("subunit", "2.1"))
+
+    @classmethod
+    def start(cls, key: ServerKey, env: dict[str, str]) -> WarmServer:
+        """Start a server for ``key`` and wait for its hello; raise :class:`StartFailed`."""
+        argv = [key.python, "-m", "testserver", "--serve", *key.args]
+        try:
+            process = subprocess.Popen(
+                argv,
+                cwd=key.project,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as error:
+            raise StartFailed(f"cannot start {' '.join(argv)}: {error}") from None
+        assert process.stdin and process.stdout and process.stderr
+        pump = StderrPump(process.stderr, process.pid)
+        pump.start()
+        server = cls(key, process, pump)
+        log(f"starting server {process.pid}: {' '.join(argv)} (in {key.project})")
+        ready, _, _ = select.select([process.stdout], [], [], HELLO_TIMEOUT)
+        try:
+            if not ready:
+                raise TimeoutError(f"no hello within {HELLO_TIMEOUT:g} s")
+            server.client = Client(process.stdout.fileno(), process.stdin.fileno())
+        except (ClientError, OSError, TimeoutError) as error:
+            how = server.death()  # waits a little: a server that said nothing is exiting
+            server.close(graceful=False)
+            if process.returncode == EXIT_USAGE:
+                raise StartFailed(pump.tail() or str(error), usage=True) from None
+            command = " ".join(argv)
+            raise StartFailed(f"the test server ({command}) failed to start: {how}") from None
+        server.hello = server.client.hello
+        log(f"server {process.pid} ready: {server.hello.get('tests')} tests")
+        return server
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def death(self) -> str:
+        """Why the server is gone, for a client's error message."""
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.pump.join(1)
+        tail = self.pump.tail()
+        how = describe_returncode(self.process.returncode)
+        return f"{how}; its stderr:\n{tail}" if tail else how
+
+    def close(self, *, graceful: bool = True) -> None:
+        """Stop the server (``quit``, then kill after :data:`QUIT_TIMEOUT`) and close pipes."""
+        process = self.process
+        if graceful and self.client is not None and process.poll() is None:
+            try:
+                self.client.send(Quit(self.client.new_id()))
+            except (ClientError, OSError):
+                pass
+        elif process.poll() is None:
+            process.kill()
+        _close(process.stdin)  # end of input: the server exits even if it missed the quit
+        try:
+            process.wait(QUIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        _close(process.stdout)
+        self.pump.join(1)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "project": self.key.project,
+            "python": self.key.python,
+            "args": list(self.key.args),
+            "busy": self.busy,
+            "runs": self.runs,
+            "tests": self.hello.get("tests"),
+            "generation": self.hello.get("generation"),
+            "started": self.started,
+            "idle_for": None if self.busy else round(time.monotonic() - self.last_used, 3),
+        }
+
+
+def _close(stream: IO[bytes] | None) -> None:
+    try:
+        if stream is not None:
+            stream.close()
+    except OSError:
+        pass
+
+
+class Pool:
+    """Warm servers by key; at most one request uses a server at a time."""
+
+    def __init__(self, max_per_key: int = MAX_SERVERS_PER_KEY, max_total: int = MAX_SERVERS):
+        self.max_per_key = max_per_key
+        self.max_total = max_total
+        self.closed = False
+        self._servers: list[WarmServer] = []
+        self._starting: collections.Counter[ServerKey] = collections.Counter()
+        self._cond = threading.Condition()
+
+    def acquire(self, key: ServerKey, env: dict[str, str]) -> tuple[WarmServer, bool]:
+        """A server for ``key`` reserved for the caller, and whether it was already warm."""
+        with self._cond:
+            while True:
+                if self.closed:
+                    raise StartFailed("the daemon is stopping")
+                self._drop_dead()
+                idle = [s for s in self._servers if s.key == key and not s.busy]
+                if idle:
+                    server = max(idle, key=lambda s: s.last_used)
+                    server.busy = True
+                    return server, True
+                count = sum(s.key == key for s in self._servers) + self._starting[key]
+                if count < self.max_per_key:
+                    self._starting[key] += 1
+                    break
+                self._cond.wait()
+        try:
+            server = WarmServer.start(key, env)
+        finally:
+            with self._cond:
+                self._starting[key] -= 1
+                self._cond.notify_all()
+        with self._cond:
+            server.busy = True
+            self._servers.append(server)
+            victims = self._over_limit()
+        for victim in victims:
+            victim.close()
+        return server, False
+
+    def release(self, server: WarmServer) -> None:
+        """Give ``server`` back after a request it served fully."""
+        with self._cond:
+            server.busy = False
+            server.runs += 1
+            server.last_used = time.monotonic()
+            closing = self.closed
+            if closing:
+                self._servers.remove(server)
+            self._cond.notify_all()
+        if closing:
+            server.close()
+
+    def discard(self, server: WarmServer) -> None:
+        """Drop a server that died or misbehaved (the next request starts another)."""
+        with self._cond:
+            if server in self._servers:
+                self._servers.remove(server)
+            self._cond.notify_all()
+        server.close(graceful=False)
+
+    def evict_idle(self, max_idle: float) -> None:
+        """Stop servers unused for longer than ``max_idle`` seconds."""
+        now = time.monotonic()
+        with self._cond:
+            victims = [s for s in self._servers if not s.busy and now - s.last_used > max_idle]
+            for server in victims:
+                self._servers.remove(server)
+        for server in victims:
+            log(f"server {server.pid} idle for {max_idle:g} s: stopping it")
+            server.close()
+
+    def close_all(self) -> None:
+        """Stop idle servers now and busy ones with SIGTERM (their requests then end)."""
+        with self._cond:
+            self.closed = True
+            idle = [s for s in self._servers if not s.busy]
+            for server in idle:
+                self._servers.remove(server)
+            for server in self._servers:
+                if server.alive():
+                    server.process.terminate()
+            self._cond.notify_all()
+        for server in idle:
+            server.close()
+
+    def status(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [server.status() for server in self._servers]
+
+    def _drop_dead(self) -> None:
+        for server in [s for s in self._servers if not s.busy and not s.alive()]:
+            self._servers.remove(server)
+            log(f"server {server.pid} died while idle ({server.death()}); it will be replaced")
+            server.close(graceful=False)
+
+    def _over_limit(self) -> list[WarmServer]:
+        idle = sorted((s for s in self._servers if not s.busy), key=lambda s: s.last_used)
+        victims = idle[: max(0, len(self._servers) - self.max_total)]
+        for server in victims:
+            self._servers.remove(server)
+        return victims
+
+
+# --------------------------------------------------------------------------- one request
+
+
+class ClientGone(Exception):
+    """The client closed its connection: nobody reads the stream any more."""
+
+
+class NotDelivered(Exception):
+    """The server was gone before it could read the request's command: safe to retry."""
+
+
+class BadRequest(Exception):
+    """The request line is not a valid request; the message says why."""
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def check_request(request: object) -> dict[str, Any]:
+    """Validate a decoded request line; return it or raise :class:`BadRequest`."""
+    if not isinstance(request, dict) or request.get("v") != shim.DAEMON_PROTOCOL:
+        raise BadRequest(f"expected a version {shim.DAEMON_PROTOCOL} request object")
+    if request.get("op") not in ("run", "list", "status", "stop"):
+        raise BadRequest(f"unknown op {request.get('op')!r}")
+    if request["op"] in ("status", "stop"):
+        return request
+    checks: list[tuple[str, Callable[[Any], bool]]] = [
+        ("cwd", lambda v: isinstance(v, str) and os.path.isabs(v)),
+        ("python", lambda v: isinstance(v, str) and bool(v)),
+        ("server_args", lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)),
+        (
+            "ids",
+            lambda v: v is None or (isinstance(v, list) and all(isinstance(i, str) for i in v)),
+        ),
+        (
+            "env",
+            lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.items() for x in x),
+        ),
+        ("idle", lambda v: v is None or (isinstance(v, (int, float)) and v > 0)),
+    ]
+    for name, valid in checks:
+        if not valid(request.get(name)):
+            raise BadRequest(f"bad {name!r} in request: {request.get(name)!r:.200}")
+    return request
+
+
+def _completes(control: tuple[str, dict[str, Any]] | None, command_id: str) -> bool:
+    """Whether ``control`` is the completion of command ``command_id``."""
+    return control is not None and control[0] == COMPLETE and control[1].get("id") == command_id
+
+
+class Session:
+    """Serves one connection: read the request, answer it, close."""
+
+    def __init__(self, daemon: Daemon, conn: socket.socket) -> None:
+        self.daemon = daemon
+        self.conn = conn
+        self.out: list[bytes] = []
+        """Packets for the client not sent yet (sent before each blocking read)."""
+        self.running: str | None = None
+        """The id of the ``run-tests`` in progress on the server."""
+
+    def handle(self) -> None:
+        try:
+            request = self._read_request()
+            self._dispatch(request)
+        except ClientGone:
+            pass
+        except BadRequest as error:
+            self._finish({"exit": EXIT_USAGE, "stderr": f"testserver daemon: {error}\n"})
+        except Exception:  # noqa: BLE001 - a bug must not take the daemon down
+            log(f"internal error:\n{traceback.format_exc()}")
+            self.out.clear()
+            self._finish({"exit": 1, "stderr": "testserver daemon: internal error (see log)\n"})
+        finally:
+            self.conn.close()
+
+    def _read_request(self) -> dict[str, Any]:
+        self.conn.settimeout(REQUEST_TIMEOUT)
+        data = bytearray()
+        try:
+            while b"\n" not in data:
+                chunk = self.conn.recv(shim.READ_SIZE)
+                if not chunk:
+                    raise ClientGone
+                data += chunk
+                if len(data) > MAX_REQUEST:
+                    raise BadRequest(f"request longer than {MAX_REQUEST} bytes")
+        except OSError as error:  # includes the timeout
+            raise ClientGone from error
+        self.conn.settimeout(None)
+        try:
+            request = json.loads(data[: data.index(b"\n")])
+        except ValueError as error:
+            raise BadRequest(f"the request is not JSON: {error}") from None
+        return check_request(request)
+
+    def _dispatch(self, request: dict[str, Any]) -> None:
+        op = request["op"]
+        if op == "status":
+            self._send_line(self.daemon.status())
+        elif op == "stop":
+            self._send_line({"stopping": True, "pid": os.getpid()})
+            self.daemon.request_stop("testserver daemon stop")
+        elif request.get("version") != __version__:
+            reason = (
+                f"the daemon runs testserver {__version__} but this client is "
+                f"{request.get('version')}; run `testserver daemon stop` to restart it"
+            )
+            self._finish({"exit": 1, "fallback": True, "reason": reason})
+        else:
+            if request.get("idle"):
+                self.daemon.idle = float(request["idle"])
+            self._tests(request)
+
+    def _tests(self, request: dict[str, Any]) -> None:
+        self.daemon.touch()
+        try:
+            self._serve_tests(request)
+        finally:
+            self.daemon.touch()
+
+    def _serve_tests(self, request: dict[str, Any]) -> None:
+        key = ServerKey.from_request(request)
+        ids = request["ids"]
+        if ids == [] and request["op"] == "run":  # an empty --load-list runs nothing
+            self._finish({"exit": 0})
+            return
+        for attempt in (1, 2):
+            try:
+                server, warm = self.daemon.pool.acquire(key, request["env"])
+            except StartFailed as error:
+                if error.usage:
+                    self._finish({"exit": EXIT_USAGE, "stderr": error.message[-STDERR_TAIL:]})
+                else:
+                    self._fail(error.message)
+                return
+            try:
+                if request["op"] == "list":
+                    code = self._list(server, ids)
+                else:
+                    code = self._run(server, ids)
+            except ClientGone:
+                self._abandon(server)
+                return
+            except (NotDelivered, ClientError, OSError) as error:
+                stopping = self.daemon.stop_reason
+                reason = f"the daemon is stopping ({stopping})" if stopping else server.death()
+                self.daemon.pool.discard(server)
+                log(f"server {server.pid} failed during a request ({error}): {reason}")
+                if isinstance(error, NotDelivered) and attempt == 1:
+                    continue  # it died before our command reached it: nothing ran
+                self._fail(
+                    f"the warm test server (pid {server.pid}) for {key.project} stopped in the "
+                    f"middle of this request: {reason}\nTests not reported did not run. The "
+                    "daemon starts a fresh server for the next request."
+                )
+                return
+            self.daemon.pool.release(server)
+            self._finish({"exit": code, "warm": warm, "server_pid": server.pid})
+            return
+
+    # -- list and run ---------------------------------------------------------------------
+
+    def _list(self, server: WarmServer, ids: list[str] | None) -> int:
+        client = server.client
+        assert client is not None
+        command = ListTests(client.new_id())
+        self._deliver(client, command)
+        listed = []
+        for packet in self._collect(server, command.id):
+            if packet.status == "exists" and packet.test_id:
+                listed.append(packet.test_id)
+            elif packet.test_id is None:  # output written while loading
+                self.out.append(encode_packet(packet, subunit_version=server.version))
+        selected = listed
+        if ids is not None:
+            known = set(listed)
+            selected = [test_id for test_id in ids if test_id in known]
+        version = server.version
+        self.out += [
+            encode_status(test_id, "exists", subunit_version=version) for test_id in selected
+        ]
+        errors = server.hello.get("discovery_errors") or []
+        if not errors:
+            return 0
+        text = self._import_errors(server, errors)
+        self.out += file_packets(
+            "import errors", text, mime_type=TEXT_MIME, subunit_version=version
+        )
+        return EXIT_USAGE
+
+    def _import_errors(self, server: WarmServer, errors: list[dict[str, Any]]) -> bytes:
+        """The loader's tracebacks, got by running the synthetic tests of the failed imports."""
+        client = server.client
+        assert client is not None
+        failed = tuple(e["test_id"] for e in errors if e.get("test_id"))
+        tracebacks: dict[str, bytes] = collections.defaultdict(bytes)
+        if failed:
+            command = RunTests(client.new_id(), failed)
+            client.send(command)
+            client.send_stdin(b"")
+            for packet in self._collect(server, command.id):
+                if packet.file_name == "traceback" and packet.test_id:
+                    tracebacks[packet.test_id] += packet.file_bytes
+        parts = []
+        for error in errors:
+            text = tracebacks.get(error.get("test_id") or "")
+            if text:
+                parts.append(text.decode("utf-8", "replace"))
+            else:
+                module, message = error.get("module"), error.get("message")
+                parts.append(f"Failed to import test module: {module}\n{message}")
+        return "\n".join(parts).encode()
+
+    def _run(self, server: WarmServer, ids: list[str] | None) -> int:
+        client = server.client
+        assert client is not None
+        command = RunTests(client.new_id(), tuple(ids or ()))
+        self._deliver(client, command)
+        self.running = command.id
+        client.send_stdin(b"")  # tests see end of input, as under testr and stestr
+        while True:
+            packet = self._next_packet(client)
+            control = self._control(server, packet)
+            if control is None:
+                self.out.append(encode_packet(packet, subunit_version=server.version))
+            elif _completes(control, command.id):
+                self.running = None
+                return 0 if control[1].get("status") == "ok" else 1
+
+    @staticmethod
+    def _deliver(client: Client, command: ListTests | RunTests) -> None:
+        """Send the request's first command; a server that cannot take it has not run it."""
+        try:
+            client.send(command)
+        except (ClientError, OSError) as error:
+            raise NotDelivered(str(error)) from error
+
+    def _collect(self, server: WarmServer, command_id: str) -> list[Packet]:
+        """The packets (control events left out) up to the completion of ``command_id``."""
+        assert server.client is not None
+        packets = []
+        while True:
+            packet = server.client.next_packet()
+            control = self._control(server, packet)
+            if control is None:
+                packets.append(packet)
+            elif _completes(control, command_id):
+                return packets
+
+    @staticmethod
+    def _control(server: WarmServer, packet: Packet) -> tuple[str, dict[str, Any]] | None:
+        """``packet``'s control event, if it is one; hello and reload update what we know."""
+        control = decode_control(packet)
+        if control is not None and control[0] == HELLO:
+            server.hello = control[1]
+        elif control is not None and control[0] == RELOAD:
+            server.hello = {**server.hello, "generation": control[1].get("generation")}
+        return control
+
+    def _next_packet(self, client: Client) -> Packet:
+        """The next packet; before blocking, send what is pending and watch the client."""
+        try:
+            return client.next_packet(timeout=0)
+        except TimeoutError:
+            pass
+        self._flush()
+        while True:
+            try:
+                return client.next_packet(timeout=DISCONNECT_POLL)
+            except TimeoutError:
+                if self._peer_closed():
+                    raise ClientGone from None
+
+    def _abandon(self, server: WarmServer) -> None:
+        """The client left during a run: cancel it, wait for the completion, keep the server."""
+        client = server.client
+        assert client is not None
+        log(f"client went away; cancelling the batch on server {server.pid}")
+        deadline = time.monotonic() + CANCEL_TIMEOUT
+        try:
+            client.cancel()
+            while self.running is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("the cancelled batch did not complete")
+                packet = client.next_packet(timeout=remaining)
+                if _completes(self._control(server, packet), self.running):
+                    self.running = None
+        except (ClientError, OSError, TimeoutError) as error:
+            log(f"server {server.pid}: {error}; stopping it")
+            self.daemon.pool.discard(server)
+            return
+        self.daemon.pool.release(server)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self.out:
+            return
+        data = b"".join(self.out)
+        self.out.clear()
+        try:
+            self.conn.sendall(data)
+        except OSError as error:
+            raise ClientGone from error
+
+    def _peer_closed(self) -> bool:
+        ready, _, _ = select.select([self.conn], [], [], 0)
+        if not ready:
+            return False
+        try:
+            return self.conn.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _fail(self, reason: str) -> None:
+        """End the stream with a failing test ``testserver.daemon`` carrying ``reason``."""
+        test_id = shim.ERROR_TEST_ID
+        self.out.append(encode_status(test_id, "inprogress"))
+        self.out += file_packets("traceback", reason.encode(), test_id=test_id, mime_type=TEXT_MIME)
+        self.out.append(encode_status(test_id, "fail"))
+        self._finish({"exit": 1})
+
+    def _finish(self, body: dict[str, Any]) -> None:
+        if "stderr" in body:
+            body["stderr"] = str(body["stderr"])[-STDERR_TAIL:]
+            if not body["stderr"].endswith("\n"):
+                body["stderr"] += "\n"
+        self.out.append(encode_control(COMPLETE, body))
+        try:
+            self._flush()
+        except ClientGone:
+            pass
+
+    def _send_line(self, body: dict[str, Any]) -> None:
+        try:
+            self.conn.sendall(json.dumps(body).encode() + b"\n")
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+class Daemon:
+    """Accepts connections on the listening socket until stopped or idle."""
+
+    def __init__(self, listener: socket.socket, directory: str, idle: float) -> None:
+        self.listener = listener
+        self.directory = directory
+        self.idle = idle
+        self.pool = Pool()
+        self.started = time.time()
+        self.stop_reason: str | None = None
+        self._active = 0
+        self._last_activity = time.monotonic()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def serve(self) -> int:
+        """Run until stopped; then stop every server. Returns the exit status (0)."""
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(number, lambda n, f: self.request_stop(signal.Signals(n).name))
+        log(f"listening on {self.socket_path()} (idle timeout {self.idle:g} s)")
+        while self.stop_reason is None:
+            ready, _, _ = select.select([self.listener, self._wake_r], [], [], TICK)
+            if self.listener in ready:
+                self._accept()
+            self._check_idle()
+        log(f"stopping: {self.stop_reason}")
+        self._shutdown()
+        log("stopped")
+        return 0
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the main loop to stop (thread- and signal-safe)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make the main loop's ``select`` return now."""
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # the pipe is full: it will wake up anyway
+            pass
+
+    def touch(self) -> None:
+        """Note a list or run request: the idle time counts from the last one."""
+        with self._lock:
+            self._last_activity = time.monotonic()
+
+    def socket_path(self) -> str:
+        return os.path.join(self.directory, shim.SOCKET_NAME)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            active, idle_for = self._active, time.monotonic() - self._last_activity
+        return {
+            "running": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "socket": self.socket_path(),
+            "log": os.path.join(self.directory, shim.LOG_NAME),
+            "started": self.started,
+            "idle_timeout": self.idle,
+            "idle_for": 0.0 if active else round(idle_for, 3),
+            "connections": active,
+            "max_servers_per_key": self.pool.max_per_key,
+            "servers": self.pool.status(),
+        }
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with self._lock:
+            self._active += 1
+        thread = threading.Thread(target=self._session, args=(conn,), daemon=True)
+        self._threads.add(thread)
+        thread.start()
+
+    def _session(self, conn: socket.socket) -> None:
+        try:
+            Session(self, conn).handle()
+        finally:
+            with self._lock:
+                self._active -= 1
+            self._threads.discard(threading.current_thread())
+            self._wake()  # re-check the idle time now
+
+    def _check_idle(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            idle = self._active == 0 and time.monotonic() - self._last_activity >= self.idle
+        if idle:
+            self.request_stop(f"no request for {self.idle:g} s")
+        self.pool.evict_idle(self.idle)
+
+    def _shutdown(self) -> None:
+        self.listener.close()
+        try:
+            os.unlink(self.socket_path())
+        except OSError:
+            pass
+        self.pool.close_all()
+        deadline = time.monotonic() + QUIT_TIMEOUT + CANCEL_TIMEOUT
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.pool.close_all()  # anything a session released or started meanwhile
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _lock(directory: str) -> int | None:
+    """Take the daemon lock of ``directory`` (an fd), or ``None`` if another daemon holds it."""
+    fd = os.open(os.path.join(directory, shim.LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _listening(directory: str) -> bool:
+    try:
+        shim.connect(directory).close()
+    except shim.DaemonUnavailable:
+        return False
+    return True
+
+
+def serve(directory: str, idle: float) -> int:
+    """Run a daemon for ``directory`` in this process, unless one already runs there."""
+    shim.private_dir(directory, create=True)
+    directory = os.path.abspath(directory)
+    deadline = time.monotonic() + shim.START_TIMEOUT
+    while _lock(directory) is None:
+        # Another daemon is starting, serving or stopping: leave it if it serves, else wait.
+        if _listening(directory) or time.monotonic() > deadline:
+            log("another daemon holds the lock; exiting")
+            return 0
+        time.sleep(0.05)
+    os.chdir(directory)  # bind a short relative path: long absolute ones do not fit sun_path
+    try:
+        os.unlink(shim.SOCKET_NAME)  # a dead daemon's socket: we hold the lock
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)
+    try:
+        listener.bind(shim.SOCKET_NAME)
+    finally:
+        os.umask(umask)
+    os.chmod(shim.SOCKET_NAME, 0o600)
+    listener.listen(128)
+    # The lock fd stays open until the process is gone: `stop` waits for exactly that.
+    return Daemon(listener, directory, idle).serve()
+
+
+def _ask(directory: str, op: str) -> dict[str, Any]:
+    with shim.connect(directory) as sock:
+        shim.send_request(sock, shim.base_request(op))
+        return shim.read_line(sock)
+
+
+def _stop(directory: str) -> int:
+    try:
+        answer = _ask(directory, "stop")
+    except shim.DaemonUnavailable:
+        lock = _lock(directory) if os.path.isdir(directory) else None
+        if lock is not None:  # no daemon: remove what a killed one left behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, shim.SOCKET_NAME))
+            os.close(lock)
+        print(f"testserver daemon: not running ({directory})")
+        return 0
+    deadline = time.monotonic() + QUIT_TIMEOUT + CANCEL_TIMEOUT + 5
+    while (lock := _lock(directory)) is None:  # released when the daemon process is gone
+        if time.monotonic() > deadline:
+            print(f"testserver daemon: pid {answer.get('pid')} did not stop", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+    os.close(lock)
+    print(f"testserver daemon: stopped (pid {answer.get('pid')})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="testserver daemon",
+        description="The daemon that keeps warm test servers for testserver-client "
+        "(testr, stestr). It starts on demand; these commands manage it.",
+    )
+    parser.add_argument("command", choices=("start", "stop", "status", "serve"))
+    parser.add_argument(
+        "--socket-dir",
+        metavar="DIR",
+        help="the daemon's directory (default: $XDG_RUNTIME_DIR/testserver if set, else "
+        "./.testserver)",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=shim.DEFAULT_IDLE,
+        metavar="SECONDS",
+        help="start/serve: stop after this long without requests (default %(default)g)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``testserver daemon start|stop|status|serve``."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    directory = os.path.abspath(args.socket_dir or shim.socket_dir())
+    if args.idle <= 0:
+        print("testserver daemon: --idle must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "serve":
+            return serve(directory, args.idle)
+        if args.command == "stop":
+            return _stop(directory)
+        if args.command == "start":
+            shim.connect_or_start(directory, args.idle).close()
+        status = _ask(directory, "status")
+    except shim.DaemonUnavailable as error:
+        if args.command == "status":
+            print(json.dumps({"running": False, "socket_dir": directory, "reason": str(error)}))
+        else:
+            print(f"testserver daemon: {error}", file=sys.stderr)
+        return 1
+    if args.command == "start":
+        print(f"testserver daemon: running (pid {status['pid']}), socket {status['socket']}")
+    else:
+        print(json.dumps(status, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
