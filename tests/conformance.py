@@ -33,7 +33,6 @@ prints a report and exits 0 when all three agree, 1 otherwise. As a module:
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import subprocess
 import sys
@@ -42,14 +41,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import subunit
-import testtools
-
 _HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:  # run as a script from elsewhere: serverproc lives beside us
+if _HERE not in sys.path:  # run as a script from elsewhere: our helpers live beside us
     sys.path.insert(0, _HERE)
 
 from serverproc import ServerProcess  # noqa: E402
+from subunit_reader import read_with_subunit  # noqa: E402
 
 from testserver.wire.commands import ListTests, Quit, RunTests  # noqa: E402
 
@@ -78,17 +75,6 @@ SERVE = "serve"
 NOT_FINAL = frozenset({None, "exists", "inprogress"})
 
 
-class _Recorder(testtools.StreamResult):
-    """Every ``status()`` call python-subunit's parser makes, as keyword dicts."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[dict] = []
-
-    def status(self, **kwargs) -> None:  # type: ignore[override]
-        self.events.append(kwargs)
-
-
 def decode(data: bytes, *, strict: bool = True) -> list[dict]:
     """Decode ``data`` with ``subunit.ByteStreamToStreamResult``.
 
@@ -96,12 +82,7 @@ def decode(data: bytes, *, strict: bool = True) -> list[dict]:
     byte that is not part of a packet; otherwise such bytes become ``stdout`` file events,
     as testrepository and stestr read a backend's output.
     """
-    recorder = _Recorder()
-    parser = subunit.ByteStreamToStreamResult(
-        io.BytesIO(data), non_subunit_name=None if strict else "stdout"
-    )
-    parser.run(recorder)
-    return recorder.events
+    return read_with_subunit(data, non_subunit_name=None if strict else "stdout")
 
 
 def exists_ids(events: Iterable[dict]) -> tuple[str, ...]:

@@ -1,22 +1,29 @@
 """Drive a real ``python -m testserver`` subprocess over real pipes, for end-to-end tests.
 
 Packets are split with our decoder (to know when a command completed) and every transcript
-can also be decoded with python-subunit's ``ByteStreamToStreamResult``.
+can also be decoded with python-subunit's ``ByteStreamToStreamResult``. The end-to-end tests
+of the client commands find here the processes a command left behind
+(:func:`session_processes`) and a harness for a command whose output lines they read as it
+runs (:class:`CommandProcess`).
 """
 
 from __future__ import annotations
 
-import io
 import os
+import queue
 import select
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import subunit
-import testtools
+from subunit_reader import read_with_subunit
 
 from testserver.wire.commands import Command
 from testserver.wire.control import COMPLETE, HELLO, decode_control
@@ -29,22 +36,34 @@ PROJECTS = Path(__file__).parent / "projects"
 DEFAULT_TIMEOUT = 60.0
 
 
-class Recorder(testtools.StreamResult):
-    """Records every ``status()`` call python-subunit's parser makes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[dict] = []
-
-    def status(self, **kwargs) -> None:  # type: ignore[override]
-        self.events.append(kwargs)
-
-
 def subunit_events(data: bytes) -> list[dict]:
-    """Decode ``data`` with python-subunit's own v2 parser."""
-    recorder = Recorder()
-    subunit.ByteStreamToStreamResult(io.BytesIO(data), non_subunit_name=None).run(recorder)
-    return recorder.events
+    """Decode ``data`` with python-subunit's own v2 parser (strictly: no stray bytes)."""
+    return read_with_subunit(data)
+
+
+def project_copy(source: Path, target: Path) -> Path:
+    """Copy the sample project ``source`` to ``target`` (without ``__pycache__``); ``target``."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, fields)`` for every process now: ``/proc/PID/stat`` after the command name,
+    so ``fields[0]`` is the state, ``fields[1]`` the parent and ``fields[3]`` the session."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        yield int(entry), fields
+
+
+def session_processes(sid: int) -> list[int]:
+    """Processes still alive in session ``sid`` (a command started a new session)."""
+    return [pid for pid, fields in process_stats() if int(fields[3]) == sid and fields[0] != "Z"]
 
 
 @dataclass
@@ -190,6 +209,87 @@ class ServerProcess:
                     stream.close()
                 except OSError:
                     pass
+
+
+class CommandProcess:
+    """A client command (``testserver watch``, ``testserver bridge``) as a subprocess.
+
+    It runs in ``root`` in a session of its own (so :func:`session_processes` finds what it
+    leaves behind); a reader thread turns each line it writes on stdout into an item with
+    ``parse`` and queues it in :attr:`items` (``None`` when stdout ends). ``name`` and
+    ``what`` name the command and its items in failure messages.
+    """
+
+    name = "the command"
+    what = "output"
+
+    def __init__(
+        self,
+        argv: list[str],
+        root: Path,
+        parse: Callable[[bytes], Any],
+        *,
+        stdin: int = subprocess.DEVNULL,
+        env: dict | None = None,
+    ) -> None:
+        self.root = root
+        self.parse = parse
+        self.process = subprocess.Popen(
+            argv,
+            cwd=root,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        self.items: queue.Queue[Any] = queue.Queue()
+        self.seen: list[Any] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.items.put(self.parse(line))
+        self.items.put(None)
+
+    def ended(self) -> str:
+        """The failure message when stdout ended before an expected item."""
+        return f"{self.name} ended; {self.what}: {self.seen}"
+
+    def expect(self, predicate: Callable[[Any], bool]) -> Any:
+        """The next item for which ``predicate`` is true (every item is kept in ``seen``)."""
+        while True:
+            try:
+                item = self.items.get(timeout=DEFAULT_TIMEOUT)
+            except queue.Empty:
+                raise AssertionError(f"timed out; {self.what} so far: {self.seen}") from None
+            if item is None:
+                raise AssertionError(self.ended())
+            self.seen.append(item)
+            if predicate(item):
+                return item
+
+    def finish(self) -> tuple[int, bytes]:
+        """Wait for the exit and the end of stdout; return the exit status and stderr, after
+        checking that stderr holds no traceback."""
+        code = self.process.wait(DEFAULT_TIMEOUT)
+        self.reader.join(DEFAULT_TIMEOUT)
+        assert self.process.stderr is not None
+        stderr = self.process.stderr.read()
+        self.process.stderr.close()
+        assert b"Traceback" not in stderr, stderr.decode("utf-8", "replace")
+        return code, stderr
+
+    def kill(self) -> None:
+        """Kill the command's whole session if it still runs, and close its pipes."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
 
 
 def _is(packet: Packet, name: str) -> bool:

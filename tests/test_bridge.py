@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import shutil
-import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_console import session_processes
+from serverproc import CommandProcess, project_copy, session_processes
 
 from testserver.bridge import BadRequest, Request, parse_request, select_tests
 
@@ -32,31 +27,21 @@ BREAKPOINT = "edemo.test_debug.Debug.test_breakpoint"
 INPUT = "edemo.test_debug.Debug.test_input"
 
 
-class BridgeProcess:
+def json_line(line: bytes) -> dict:
+    """One line the bridge wrote, as strict UTF-8 JSON."""
+    return json.loads(line.decode("utf-8"))
+
+
+class BridgeProcess(CommandProcess):
     """``testserver bridge`` in a project copy: ``send`` commands, ``expect`` events."""
 
-    def __init__(self, root: Path, *args: str) -> None:
-        self.root = root
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONBREAKPOINT"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "testserver", "bridge", "-t", ".", "-s", "edemo", *args],
-            cwd=root,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-        self.events: queue.Queue[dict | None] = queue.Queue()
-        self.seen: list[dict] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+    name = "the bridge"
+    what = "events"
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.events.put(json.loads(line.decode("utf-8")))
-        self.events.put(None)
+    def __init__(self, root: Path, *args: str) -> None:
+        argv = [sys.executable, "-m", "testserver", "bridge", "-t", ".", "-s", "edemo", *args]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONBREAKPOINT"}
+        super().__init__(argv, root, json_line, stdin=subprocess.PIPE, env=env)
 
     def send(self, command: dict | str) -> None:
         """Write one line: ``command`` as JSON, or a raw string."""
@@ -64,19 +49,6 @@ class BridgeProcess:
         assert self.process.stdin is not None
         self.process.stdin.write(line.encode("utf-8") + b"\n")
         self.process.stdin.flush()
-
-    def expect(self, predicate: Callable[[dict], bool]) -> dict:
-        """The next event for which ``predicate`` is true (all are kept in ``seen``)."""
-        while True:
-            try:
-                event = self.events.get(timeout=TIMEOUT)
-            except queue.Empty:
-                raise AssertionError(f"timed out; events so far: {self.seen}") from None
-            if event is None:
-                raise AssertionError(f"the bridge ended; events: {self.seen}")
-            self.seen.append(event)
-            if predicate(event):
-                return event
 
     def event(self, name: str, **fields) -> dict:
         """The next event called ``name`` with these field values."""
@@ -98,29 +70,14 @@ class BridgeProcess:
 
     def wait(self) -> int:
         """Wait for the exit; check stderr has no traceback and no process is left."""
-        code = self.process.wait(TIMEOUT)
-        self.reader.join(TIMEOUT)
-        assert self.process.stderr is not None
-        stderr = self.process.stderr.read().decode("utf-8", "replace")
-        self.process.stderr.close()
-        assert "Traceback" not in stderr, stderr
+        code, _ = self.finish()
         assert session_processes(self.process.pid) == [], "the bridge left processes behind"
         return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
 
 
 @pytest.fixture
 def project(tmp_path):
-    root = tmp_path / "project"
-    shutil.copytree(PROJECT, root, ignore=shutil.ignore_patterns("__pycache__"))
-    return root
+    return project_copy(PROJECT, tmp_path / "project")
 
 
 @pytest.fixture
@@ -327,7 +284,7 @@ def test_quit_exits_0_and_leaves_nothing_behind(bridge):
         "status": "ok",
     }
     assert bridge.wait() == 0
-    assert bridge.events.get(timeout=TIMEOUT) is None  # nothing after the quit
+    assert bridge.items.get(timeout=TIMEOUT) is None  # nothing after the quit
 
 
 def test_end_of_input_ends_a_test_waiting_for_input_and_exits_0(bridge):

@@ -9,42 +9,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
-import traceback
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from inprocess import in_child
 
 from testserver.capture import OutputCapture, read_leftover
-
-
-def in_child(func: Callable[[], Any]) -> Any:
-    """Run ``func`` in a forked child and return its (pickled) result."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read_fd)
-            try:
-                payload = pickle.dumps(("ok", func()))
-            except BaseException:
-                payload = pickle.dumps(("error", traceback.format_exc()))
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(payload)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    kind, value = pickle.loads(data)
-    if kind == "error":
-        pytest.fail(f"the child failed:\n{value}")
-    return value
 
 
 def new_capture() -> tuple[OutputCapture, Any, Any]:

@@ -17,30 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from serverproc import session_processes
 
-from testserver.console import Assembler, Outcome, Output, Started, Tally, select
+from testserver.runmodel import Assembler, Outcome, Output, Started, Tally, select
 from testserver.wire.events import Packet
 
 PROJECTS = Path(__file__).parent / "projects"
 DEMO = ("-t", ".", "-s", "cdemo")
 TIMEOUT = 60
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def session_processes(sid: int) -> list[int]:
-    """Processes still alive in session ``sid`` (a command started a new session)."""
-    alive = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            alive.append(int(entry))
-    return alive
 
 
 def command(*args: str, project: str = "cli_demo", env: dict | None = None):
@@ -280,7 +265,8 @@ def test_list_reports_import_errors():
 
 def test_client_commands_do_not_import_testtools_or_subunit():
     code = (
-        "import sys, testserver.console, testserver.jsonout, testserver.watch; "
+        "import sys, testserver.console, testserver.runmodel, testserver.jsonout, "
+        "testserver.watch; "
         "heavy = [m for m in ('testtools', 'subunit', 'watchdog') if m in sys.modules]; "
         "print(heavy)"
     )

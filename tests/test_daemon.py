@@ -1,31 +1,28 @@
 """The warm-server daemon and its client (``python -m testserver.shim``), end to end.
 
 Every test gets its own ``XDG_RUNTIME_DIR`` (so its own daemon), real subprocesses and real
-Unix sockets. The fixture stops the daemon and checks that the daemon, its servers and their
-workers are all gone.
+Unix sockets. The fixture (``tests/daemonproc.py``) stops the daemon and checks that the
+daemon, its servers and their workers are all gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
+from daemonproc import DaemonHandle, copy_project, gone
 from serverproc import subunit_events
 
 from testserver import shim
 from testserver.wire.control import encode_control
 from testserver.wire.packets import decode_packets, encode_status, file_packets
 
-PROJECTS = Path(__file__).parent / "projects"
 BASIC_ARGS = ["discover", "-t", ".", "-s", "dbasic"]
 BASIC_IDS = {
     "dbasic.test_one.TestOne.test_a": "success",
@@ -42,62 +39,12 @@ WAIT = 60.0
 # --------------------------------------------------------------------------- helpers
 
 
-def copy_project(name: str, tmp_path: Path) -> Path:
-    """A private copy of ``tests/projects/NAME`` (it becomes the server's key)."""
-    target = tmp_path / name
-    shutil.copytree(PROJECTS / name, target, ignore=shutil.ignore_patterns("__pycache__"))
-    return target
-
-
 def wait_until(predicate, what: str, timeout: float = WAIT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie nobody reaped counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
-
-
-def describe(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().replace(b"\0", b" ").decode()
-        with open(f"/proc/{pid}/stat") as handle:
-            state, ppid = handle.read().rsplit(")", 1)[1].split()[:2]
-    except OSError:
-        return "gone"
-    return f"{command.strip()} (state {state}, parent {ppid})"
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] not in ("Z", "X"):
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def statuses(stdout: bytes) -> dict[str, str]:
@@ -114,63 +61,6 @@ def attachment(stdout: bytes, name: str, test_id: str | None = None) -> str:
     packets = decode_packets(stdout)
     data = b"".join(p.file_bytes for p in packets if p.file_name == name and p.test_id == test_id)
     return data.decode("utf-8", "replace")
-
-
-class DaemonHandle:
-    """One private runtime directory, hence one daemon, driven through real commands."""
-
-    def __init__(self) -> None:
-        self.runtime = Path(tempfile.mkdtemp(prefix="tsd-"))  # short: sun_path is 108 bytes
-        self.env = {k: v for k, v in os.environ.items() if k != shim.NO_DAEMON_ENV}
-        self.env["XDG_RUNTIME_DIR"] = str(self.runtime)
-        self.pids: set[int] = set()
-        self.elsewhere = Path(tempfile.gettempdir())
-        """A working directory for daemon commands (not the runtime directory: its
-        ``testserver/`` subdirectory would shadow the package for ``python -m``)."""
-
-    @property
-    def directory(self) -> Path:
-        return self.runtime / "testserver"
-
-    def client(self, project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        """Run ``python -m testserver.shim ARGS`` in ``project``."""
-        return self.command(project, ["-m", "testserver.shim", *args], **kwargs)
-
-    def oneshot(self, project: Path, *args: str) -> subprocess.CompletedProcess:
-        return self.command(project, ["-m", "testserver", *args])
-
-    def command(self, cwd: Path, args: list[str], **kwargs) -> subprocess.CompletedProcess:
-        kwargs.setdefault("env", self.env)
-        kwargs.setdefault("timeout", 120)
-        return subprocess.run(
-            [sys.executable, *args], cwd=cwd, capture_output=True, check=False, **kwargs
-        )
-
-    def status(self) -> dict:
-        result = self.command(self.elsewhere, ["-m", "testserver.daemon", "status"])
-        status = json.loads(result.stdout)
-        if status["running"]:
-            self.pids.add(status["pid"])
-            self.pids.update(s["pid"] for s in status["servers"])
-            self.pids.update(descendants(status["pid"]))
-        return status
-
-    def server_pids(self) -> list[int]:
-        return sorted(server["pid"] for server in self.status()["servers"])
-
-    def stop(self) -> None:
-        result = self.command(self.elsewhere, ["-m", "testserver.daemon", "stop"])
-        assert result.returncode == 0, result.stderr
-
-    def close(self) -> None:
-        try:
-            self.status()
-            self.stop()
-            left = {pid: describe(pid) for pid in self.pids if not gone(pid)}
-            assert not left, f"processes left after stop: {left}"
-            assert not (self.directory / shim.SOCKET_NAME).exists()
-        finally:
-            shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 @pytest.fixture

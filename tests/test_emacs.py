@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_console import session_processes
+from serverproc import project_copy, session_processes
 
 REPO = Path(__file__).parent.parent
 EMACS_DIR = REPO / "examples" / "editors" / "emacs"
@@ -50,8 +50,7 @@ def test_every_ert_test_is_run_here():
 
 @pytest.mark.parametrize("name", ERT_TESTS)
 def test_emacs(emacs, name, tmp_path):
-    project = tmp_path / "project"
-    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
+    project = project_copy(PROJECT, tmp_path / "project")
     (project / "pyproject.toml").write_text("")  # marks the project root for testserver.el
     env = {k: v for k, v in os.environ.items() if k != "PYTHONBREAKPOINT"}
     env.update(

@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import sys
 import tempfile
-import traceback
 import unittest
 from collections.abc import Callable, Iterable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
+from inprocess import in_child, project
 
 from testserver.capture import OutputCapture
 from testserver.execution import run_tests
-from testserver.loading import LoadSpec, TestIndex, load
 from testserver.results import PacketResult
 from testserver.wire.events import Packet
 from testserver.wire.packets import decode_packets
 
-PROJECTS = Path(__file__).parent / "projects"
 INTERRUPTS = "layer_interrupt.test_interrupt"
-
-
-@cache
-def project(name: str) -> TestIndex:
-    root = str(PROJECTS / name)
-    return load(LoadSpec(start=root, top=root))
 
 
 @pytest.fixture
@@ -70,30 +59,6 @@ def execute(
     kwargs = {} if should_stop is None else {"should_stop": should_stop}
     not_run = run_tests(tests, result, **kwargs)
     return not_run, decode_packets(b"".join(writes)), result
-
-
-def in_child(func: Callable[[], Any]) -> Any:
-    """Run ``func`` in a forked child (with fds 1 and 2 captured there) and return its result."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read_fd)
-            try:
-                payload = pickle.dumps(("ok", func()))
-            except BaseException:
-                payload = pickle.dumps(("error", traceback.format_exc()))
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(payload)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        kind, value = pickle.loads(pipe.read())
-    os.waitpid(pid, 0)
-    if kind == "error":
-        pytest.fail(f"the child failed:\n{value}")
-    return value
 
 
 # ---------------------------------------------------------------------------- fixtures

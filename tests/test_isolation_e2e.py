@@ -10,6 +10,7 @@ from serverproc import ServerProcess, subunit_events
 
 from testserver.wire.commands import Cancel, ListTests, RunTests, Stdin
 from testserver.wire.control import STDIN_WANTED
+from testserver.wire.framing import encode_command
 
 C = "ecrash.test_crashes.Crashes."
 SLOW = "ecrash.test_crashes.Slow."
@@ -184,5 +185,66 @@ def test_in_process_isolation_runs_the_same_tests():
         assert [transcript.statuses()[i] for i in ids] == ["success", "fail", "success"]
         outcomes = transcript.complete["outcomes"]
         assert outcomes == {"fail": 1, "skip": 0, "success": 2, "uxsuccess": 0, "xfail": 0}
+    finally:
+        proc.kill()
+
+
+def test_cancel_sent_with_the_run_is_never_lost_or_a_crash():
+    ids = (C + "test_before", C + "test_after")
+    for attempt in range(5):
+        proc = ServerProcess("e2e_crash", "-t", ".", "-s", "ecrash")
+        try:
+            proc.send_raw(encode_command(RunTests("r", ids)) + encode_command(Cancel("c")))
+            transcript = proc.wait_complete("r", timeout=20)
+            complete = transcript.complete
+            assert complete["status"] in ("cancelled", "ok"), complete
+            assert "crashes" not in complete, (attempt, complete)
+            finished = {i for i, s in transcript.statuses().items() if s != "inprogress"}
+            assert sorted(finished | set(complete["not_run"])) == sorted(ids), complete
+            assert not finished & set(complete["not_run"]), complete
+        finally:
+            proc.kill()
+
+
+def test_ctrl_c_cancels_a_one_shot_run_of_a_hanging_test():
+    import subprocess
+    import sys
+
+    from serverproc import PROJECTS
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "testserver",
+            "discover",
+            "-t",
+            ".",
+            "-s",
+            "ecrash",
+            "-k",
+            "test_hang",
+        ],
+        cwd=PROJECTS / "e2e_crash",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    statuses = {e["test_id"]: e["test_status"] for e in subunit_events(out) if e["test_status"]}
+    assert statuses == {SLOW + "test_hang": "fail"}
+
+
+def test_in_process_not_run_and_sigterm():
+    proc = ServerProcess("e2e_basic", "-t", ".", "-s", "ebasic", "--isolation", "none")
+    try:
+        never = "ebasic.test_fixtures.BrokenClassFixture.test_never_runs"
+        transcript = proc.request(RunTests("fx", (never,)))
+        assert transcript.complete["not_run"] == [never]
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()

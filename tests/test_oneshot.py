@@ -367,3 +367,36 @@ def test_subunit_version_2_1_is_the_default_and_flags_subtests():
     flagged = [f for f in packet_flags(ours.stdout) if f & PARENT_TEST_ID_FLAG]
     assert len(flagged) >= 7  # one final status per subtest, plus their attachments
     subunit_events(ours.stdout)  # and python-subunit still reads it
+
+
+def test_ctrl_c_stops_an_in_process_one_shot_run():
+    import signal
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "testserver",
+            "discover",
+            "-t",
+            ".",
+            "-s",
+            "ecrash",
+            "--isolation",
+            "none",
+            "-k",
+            "Slow",
+        ],
+        cwd=PROJECTS / "e2e_crash",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    statuses = {e["test_id"]: e["test_status"] for e in subunit_events(out) if e["test_status"]}
+    assert statuses == {"ecrash.test_crashes.Slow.test_hang": "fail"}, statuses

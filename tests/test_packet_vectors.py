@@ -8,17 +8,14 @@ encoder writes, and every valid vector must read the same with python-subunit's
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
-import io
 import json
 import pathlib
 from typing import Any
 
 import pytest
-import testtools
 from decoder_harness import decode_every_way
-from subunit import ByteStreamToStreamResult
+from subunit_reader import read_with_subunit, subunit_view
 
 from testserver.wire.errors import PacketError
 from testserver.wire.events import Packet
@@ -33,7 +30,6 @@ VECTOR_DIR = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
 VECTORS: list[dict] = json.loads((VECTOR_DIR / "subunit.json").read_text(encoding="utf-8"))
 VALID = [v for v in VECTORS if "packets" in v]
 MALFORMED = [v for v in VECTORS if "error" in v]
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 NEXT_PACKET_START = b"\xb3\x29\x01"
 """Trailing bytes for the harness: the start of another packet, which must not be read yet."""
 
@@ -166,45 +162,6 @@ def test_canonical_vector_is_what_the_encoder_writes(vector: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- python-subunit
-
-
-class Recorder(testtools.StreamResult):
-    """Records every ``status()`` call as a dict, bytes normalised to ``bytes``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[dict] = []
-
-    def status(self, **kwargs: Any) -> None:  # type: ignore[override]
-        if kwargs.get("file_bytes") is not None:
-            kwargs["file_bytes"] = bytes(kwargs["file_bytes"])
-        self.events.append(kwargs)
-
-
-def subunit_view(packet: Packet) -> dict:
-    """What python-subunit's reader reports for ``packet`` (it has no parent id)."""
-    timestamp = None
-    if packet.timestamp_ns is not None:
-        seconds, ns = divmod(packet.timestamp_ns, 10**9)
-        timestamp = EPOCH + datetime.timedelta(seconds=seconds, microseconds=ns / 1000)
-    return {
-        "test_id": packet.test_id,
-        "test_status": packet.status,
-        "test_tags": None if packet.tags is None else set(packet.tags),
-        "runnable": packet.runnable,
-        "file_name": packet.file_name,
-        "file_bytes": None if packet.file_name is None else packet.file_bytes,
-        "eof": packet.eof,
-        "mime_type": packet.mime_type,
-        "route_code": packet.route_code,
-        "timestamp": timestamp,
-    }
-
-
-def read_with_subunit(data: bytes) -> list[dict]:
-    recorder = Recorder()
-    ByteStreamToStreamResult(io.BytesIO(data)).run(recorder)
-    return recorder.events
 
 
 @pytest.mark.parametrize("vector", VALID, ids=ids(VALID))

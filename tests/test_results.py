@@ -11,18 +11,14 @@ import dataclasses
 import io
 import itertools
 import os
-import pickle
 import re
 import subprocess
 import sys
 import tempfile
-import traceback
 import unittest
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,15 +26,14 @@ import subunit
 import testtools
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from inprocess import PROJECTS, in_child, project
 
 from testserver.capture import OutputCapture
 from testserver.execution import run_tests
-from testserver.loading import LoadSpec, TestIndex, load
 from testserver.results import TEXT_MIME, TRACEBACK_MIME, PacketResult
 from testserver.wire.events import Packet
 from testserver.wire.packets import decode_packets
 
-PROJECTS = Path(__file__).parent / "projects"
 OUT = "layer_outcomes"
 
 
@@ -56,12 +51,6 @@ def _decorated_skips_start_tests() -> bool:
 
 
 SKIPS_START_TESTS = _decorated_skips_start_tests()
-
-
-@cache
-def project(name: str) -> TestIndex:
-    root = str(PROJECTS / name)
-    return load(LoadSpec(start=root, top=root))
 
 
 def counter_clock(start: int = 1_700_000_000 * 10**9, step: int = 1000) -> Callable[[], int]:
@@ -121,31 +110,16 @@ def run_captured(name: str, **options: Any) -> Run:
 
 def run_tests_captured(tests: list[tuple[str, unittest.TestCase]], **options: Any) -> Run:
     """Run tests in a forked child with fds 1 and 2 captured (pytest's stay intact)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read_fd)
-            try:
-                with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-                    capture = OutputCapture(out.fileno(), err.fileno())
-                    capture.install()
-                    outcome = run(tests, capture=capture, **options)
-                    capture.uninstall()
-                payload = pickle.dumps(("ok", outcome))
-            except BaseException:
-                payload = pickle.dumps(("error", traceback.format_exc()))
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(payload)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        kind, value = pickle.loads(pipe.read())
-    os.waitpid(pid, 0)
-    if kind == "error":
-        pytest.fail(f"the child failed:\n{value}")
-    return value
+
+    def child() -> Run:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            capture = OutputCapture(out.fileno(), err.fileno())
+            capture.install()
+            outcome = run(tests, capture=capture, **options)
+            capture.uninstall()
+        return outcome
+
+    return in_child(child)
 
 
 @dataclass

@@ -53,6 +53,13 @@ def test_list_tests_lists_every_runnable_test_once(server):
         "status": "ok",
         "generation": 0,
         "tests": 16,
+        "discovery_errors": [
+            {
+                "test_id": FAILED_IMPORT,
+                "module": "ebasic.test_broken_import",
+                "message": "ModuleNotFoundError: No module named 'this_module_does_not_exist'",
+            }
+        ],
     }
     parsed = subunit_events(transcript.raw)
     assert [e["test_id"] for e in parsed if e["test_status"] == "exists"] == exists

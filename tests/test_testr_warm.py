@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_daemon import DaemonHandle, copy_project
+from daemonproc import DaemonHandle, copy_project
 
 BIN = Path(sys.executable).parent
 CLIENT = f"{sys.executable} -m testserver.shim"

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import shutil
 import signal
-import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_console import session_processes
+from serverproc import CommandProcess, project_copy, session_processes
 
-from testserver.console import Outcome
+from testserver.runmodel import Outcome
 from testserver.watch import (
     ProjectModules,
     failing_ids,
@@ -32,46 +27,18 @@ from testserver.watch import (
 )
 
 PROJECT = Path(__file__).parent / "projects" / "cli_watch"
-TIMEOUT = 60
 
 
-class WatchProcess:
-    """``testserver watch`` in a project copy, with its output lines in a queue."""
+class WatchProcess(CommandProcess):
+    """``testserver watch`` in a project copy; its output lines are the items."""
 
     def __init__(self, root: Path, *args: str) -> None:
-        self.root = root
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "testserver", "watch", "-t", ".", "-s", "wproj", *args],
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
+        argv = [sys.executable, "-m", "testserver", "watch", "-t", ".", "-s", "wproj", *args]
+        super().__init__(argv, root, lambda line: line.decode("utf-8").rstrip("\n"))
         self.stderr = b""
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.decode("utf-8").rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, predicate: Callable[[str], bool]) -> str:
-        """The next line for which ``predicate`` is true (lines before it are kept in seen)."""
-        while True:
-            try:
-                line = self.lines.get(timeout=TIMEOUT)
-            except queue.Empty:
-                raise AssertionError(f"timed out; output so far: {self.seen}") from None
-            if line is None:
-                raise AssertionError(f"watch ended; output: {self.seen} {self.stderr!r}")
-            self.seen.append(line)
-            if predicate(line):
-                return line
+    def ended(self) -> str:
+        return f"watch ended; output: {self.seen} {self.stderr!r}"
 
     def event(self, name: str, **fields) -> dict:
         """The next JSON event called ``name`` (with these field values)."""
@@ -108,29 +75,14 @@ class WatchProcess:
             os.killpg(self.process.pid, signal.SIGINT)
         else:
             self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(TIMEOUT)
-        self.reader.join(TIMEOUT)
-        assert self.process.stderr is not None
-        self.stderr = self.process.stderr.read()
-        assert b"Traceback" not in self.stderr, self.stderr.decode()
-        self.process.stderr.close()
+        code, self.stderr = self.finish()
         self.process.stdout.close()  # type: ignore[union-attr]
         return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.fixture
 def project(tmp_path):
-    root = tmp_path / "project"
-    shutil.copytree(PROJECT, root, ignore=shutil.ignore_patterns("__pycache__"))
-    return root
+    return project_copy(PROJECT, tmp_path / "project")
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 The package is layered; imports flow one way, from the wire up:
 
-- ``testserver.wire``: the sans-I/O protocol core (command framing, subunit 2.1 codec,
-  control events). Bytes in, events out; events in, bytes out.
+- ``testserver.wire``: the sans-I/O protocol core: command framing (``commands``,
+  ``framing``), the subunit 2.1 codec (``packets``, with its decoder in ``decoding`` and the
+  shared layout in ``packetformat``), control events (``control``) and the core types
+  (``events``, ``errors``, ``sentinels``). Bytes in, events out; events in, bytes out.
 - the test layer (``loading``, ``results``, ``capture``, ``execution``, ``subtests``,
   ``interactive``): discover tests once, run a batch, turn outcomes into subunit events.
 - reloading (``watching``, ``modulegraph``, ``statetracking``, ``staleness``,
@@ -12,9 +14,10 @@ The package is layered; imports flow one way, from the wire up:
 - the process layer (``channel``, ``worker``, ``batch``, ``server``, ``oneshot``, ``cli``):
   the private stdio channel, forked batch workers, the serve loop and the ``subunit.run``
   drop-in.
-- the clients (``client``, ``console``, ``jsonout``, ``watch``, ``debugging``, ``bridge``,
-  ``daemon``, ``shim``): the Python client library, ``testserver run/list/watch/debug``, the
-  editor bridge, and the warm daemon behind ``testserver-client`` for testr and stestr.
+- the clients (``client``, ``runmodel``, ``console``, ``jsonout``, ``watch``, ``debugging``,
+  ``bridge``, ``pool``, ``daemon``, ``shim``): the Python client library, the run model the
+  commands share, ``testserver run/list/watch/debug``, the editor bridge, and the warm daemon
+  (with its pool of servers) behind ``testserver-client`` for testr and stestr.
 """
 
 __version__ = "0.1.0.dev0"

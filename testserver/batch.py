@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from testserver.results import TRACEBACK_MIME, output_packets
 from testserver.wire.control import decode_control
 from testserver.wire.events import FINAL_STATUSES, STATUSES
 from testserver.wire.packets import decode_packets, encode_status, file_packets
@@ -31,21 +32,31 @@ from testserver.worker import (
 )
 
 
-def final_statuses(data: bytes) -> list[str]:
-    """Final statuses of runnable tests in ``data``, whole packets we wrote (read from flags)."""
-    names = []
+def finished_tests(data: bytes) -> list[tuple[str, str]]:
+    """``(test id, final status)`` of the runnable tests ending in ``data`` (packets we wrote)."""
+    finished = []
     for raw in split_packets(bytearray(data)):
         flags = (raw[1] << 8) | raw[2]
         if flags & _TEST_ID and flags & _RUNNABLE and flags & 0x7 in _FINAL_CODES:
-            names.append(STATUSES[flags & 0x7])
-    return names
+            finished.append((decode_packets(raw)[0].test_id or "", STATUSES[flags & 0x7]))
+    return finished
+
+
+def never_finished(requested: list[str], finished: collections.Counter[str]) -> list[str]:
+    """Requested ids without a final status: cancelled, or skipped by a failed fixture."""
+    left = finished.copy()
+    missing = []
+    for test_id in requested:
+        if left[test_id] > 0:
+            left[test_id] -= 1
+        else:
+            missing.append(test_id)
+    return missing
 
 
 CANCEL_GRACE_SECONDS = 2.0
 """How long a cancelled worker may take to stop by itself before it is killed."""
 
-_TRACEBACK_MIME = "text/x-traceback; charset=utf8"
-_TEXT_MIME = "text/plain; charset=utf8"
 _RUNNABLE = 0x0100
 _TEST_ID = 0x0800
 _FILE = 0x0040
@@ -306,47 +317,27 @@ class BatchRun:
             parts.append(
                 encode_status(test_id, "inprogress", time.time_ns(), subunit_version=version)
             )
-        for name, data in (("stdout", stdout), ("stderr", stderr)):
-            if data:
-                parts += file_packets(
-                    name, data, test_id=test_id, mime_type=_TEXT_MIME, subunit_version=version
-                )
+        parts += output_packets(stdout, stderr, test_id=test_id, subunit_version=version)
         parts += file_packets(
             "traceback",
             message.encode("utf-8"),
             test_id=test_id,
-            mime_type=_TRACEBACK_MIME,
+            mime_type=TRACEBACK_MIME,
             subunit_version=version,
         )
         parts.append(encode_status(test_id, "fail", time.time_ns(), subunit_version=version))
         self.write(b"".join(parts))
 
-    def _never_finished(self) -> list[str]:
-        """Requested ids without a final status: cancelled, or skipped by a failed fixture."""
-        finished = self._finished.copy()
-        missing = []
-        for test_id in self.requested:
-            if finished[test_id] > 0:
-                finished[test_id] -= 1
-            else:
-                missing.append(test_id)
-        return missing
-
     def _report_outside_tests(self, stdout: bytes, stderr: bytes) -> None:
         """Output written after the last test (e.g. in tearDownModule): global attachments."""
-        parts = []
-        for name, data in (("stdout", stdout), ("stderr", stderr)):
-            if data:
-                parts += file_packets(
-                    name, data, mime_type=_TEXT_MIME, subunit_version=self.subunit_version
-                )
+        parts = output_packets(stdout, stderr, subunit_version=self.subunit_version)
         if parts:
             self.write(b"".join(parts))
 
     def _finish(self) -> None:
         self.done = True
         self._cancel_deadline = None
-        self.outcome.not_run = self._never_finished()
+        self.outcome.not_run = never_finished(self.requested, self._finished)
         if self.cancelled:
             self.outcome.status = "cancelled"
             self.outcome.message = "the batch was cancelled"

@@ -42,15 +42,13 @@ from testserver.console import (
     EXIT_ERROR,
     EXIT_FAILED,
     EXIT_OK,
-    Assembler,
-    Outcome,
-    Started,
-    Tally,
+    add_reload_arguments,
     add_server_arguments,
-    select,
+    reload_arguments,
     server_arguments,
 )
 from testserver.jsonout import FAILED_TEST_PREFIX, JsonRenderer, Locator
+from testserver.runmodel import Assembler, Outcome, Started, Tally, select
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
 from testserver.wire.control import COMPLETE, HELLO, STDIN_WANTED, decode_control
 from testserver.wire.events import Packet
@@ -319,23 +317,19 @@ class Bridge:
 
     def do_list(self, request: Request) -> None:
         """``list``: one ``test`` event with status ``exists`` per selected test."""
-        ids = self._list(request)
-        if ids is None:
+        chosen = self._select(request)
+        if chosen is None:
             return
-        selected, unmatched = select_tests(ids, request.tests)
-        for selector in unmatched:
-            self.renderer.message(f"no test matches {selector!r}")
+        selected, unmatched = chosen
         self.renderer.listing(selected)
         self._complete(request, {"status": "ok", "tests": len(selected), "unmatched": unmatched})
 
     def do_run(self, request: Request) -> None:
         """``run``: a ``start``, the tests' events, a ``summary`` (the pump writes those)."""
-        ids = self._list(request)
-        if ids is None:
+        chosen = self._select(request)
+        if chosen is None:
             return
-        selected, unmatched = select_tests(ids, request.tests)
-        for selector in unmatched:
-            self.renderer.message(f"no test matches {selector!r}")
+        selected, unmatched = chosen
         tally = Tally(unmatched=unmatched)
         if not selected:
             tally.complete = {"status": "ok"}
@@ -408,6 +402,17 @@ class Bridge:
             self._complete(request, pending.body)
             return None
         return pending.ids
+
+    def _select(self, request: Request) -> tuple[list[str], list[str]] | None:
+        """The request's selected ids and unmatched selectors (each reported as a message);
+        ``None`` after reporting that the listing failed."""
+        ids = self._list(request)
+        if ids is None:
+            return None
+        selected, unmatched = select_tests(ids, request.tests)
+        for selector in unmatched:
+            self.renderer.message(f"no test matches {selector!r}")
+        return selected, unmatched
 
     # -- talking to the server -----------------------------------------------------------
 
@@ -565,15 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
         "events on stdout, on one warm testserver (spec/json-output.md, section 6).",
     )
     add_server_arguments(parser)
-    parser.add_argument("--poll", action="store_true", help="poll for changes (network mounts)")
-    parser.add_argument(
-        "--watch", metavar="DIR", action="append", default=[], help="also watch DIR"
-    )
-    parser.add_argument(
-        "--no-reload",
-        dest="reload",
-        action="store_false",
-        help="do not reload changed modules (restart the bridge to pick up changes)",
+    add_reload_arguments(
+        parser, "do not reload changed modules (restart the bridge to pick up changes)"
     )
     return parser
 
@@ -584,9 +582,7 @@ def main(
     """Entry point of ``testserver bridge``: 0 after ``quit`` or end of input, 1 after
     SIGINT, 2 if the server cannot start."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    server_args = server_arguments(args)
-    server_args += [arg for root in args.watch for arg in ("--watch", root)]
-    server_args += ["--poll"] * args.poll + ["--no-reload"] * (not args.reload)
+    server_args = server_arguments(args) + reload_arguments(args)
     if stdout is None:
         stdout = sys.stdout
         if hasattr(stdout, "reconfigure"):

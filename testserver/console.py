@@ -19,29 +19,27 @@ not given. The exit status is 0 when every test passed (skips and expected failu
 included), 1 when a test failed, a selector matched nothing or the run was interrupted, and
 2 when the server could not be started or died.
 
-The packet-to-test assembly (:class:`Assembler`), the counting (:class:`Tally`) and the run
-loop (:func:`drive`) are shared with ``--format json`` (:mod:`testserver.jsonout`) and
-``testserver watch`` (:mod:`testserver.watch`). This module imports only the wire layer.
+This module holds the command lines (with the loading, output and reload options that
+``testserver watch`` and the bridge share) and the human rendering. The run model (test
+selection, packet-to-test assembly, the tally and the run loop
+:func:`~testserver.runmodel.drive`) is :mod:`testserver.runmodel`, shared with ``--format
+json`` (:mod:`testserver.jsonout`), ``testserver watch`` (:mod:`testserver.watch`) and the
+bridge. This module imports only the client, the run model and, for ``--format json``,
+:mod:`testserver.jsonout`.
 """
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import io
 import os
 import shutil
-import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 from testserver.client import Client, ClientError
-from testserver.wire.control import COMPLETE, STDIN_WANTED, decode_control
-from testserver.wire.events import Packet
+from testserver.runmodel import PROGRESS, TEXT_FIRST, Outcome, Renderer, Tally, drive, select
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,259 +56,11 @@ DEFAULT_WIDTH = 80
 PERCENT_WIDTH = len(" [100%]")
 """Room kept at the end of a progress line for the percentage."""
 
-PROGRESS = {"success": ".", "fail": "F", "skip": "s", "xfail": "x", "uxsuccess": "u"}
-"""Progress character of each final status (a failing fixture pseudo-test shows ``E``)."""
-
 COLOURS = {".": "32", "F": "31", "E": "31", "u": "31", "s": "33", "x": "33"}
 """ANSI colour of each progress character: green, red, yellow."""
 
-PROBLEM_STATUSES = frozenset({"fail", "uxsuccess"})
-"""Final statuses that make a run fail (unittest counts unexpected successes as failures)."""
-
-TEXT_FIRST = ("traceback", "reason")
-"""Attachments shown first in a failure block, unlabelled."""
-
-
-# -- selecting tests ---------------------------------------------------------------------
-
-
-def select(ids: Sequence[str], selectors: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(selected ids in load order, selectors that matched nothing)``.
-
-    An exact id selects itself only; any other selector is a pattern as in unittest's
-    ``-k``. No selector selects every id.
-    """
-    if not selectors:
-        return list(ids), []
-    known = set(ids)
-    chosen: set[str] = set()
-    unmatched = []
-    for selector in selectors:
-        if selector in known:
-            hits = {selector}
-        else:
-            pattern = selector if "*" in selector else f"*{selector}*"
-            hits = {test_id for test_id in ids if fnmatch.fnmatchcase(test_id, pattern)}
-        if not hits:
-            unmatched.append(selector)
-        chosen |= hits
-    return [test_id for test_id in ids if test_id in chosen], unmatched
-
-
-# -- assembling packets into tests -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Started:
-    """A test began (``inprogress``)."""
-
-    test_id: str
-    parent_id: str | None
-    runnable: bool
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A test finished: its final status and every attachment it carried, joined."""
-
-    test_id: str
-    status: str
-    parent_id: str | None = None
-    runnable: bool = True
-    attachments: dict[str, bytes] = field(default_factory=dict)
-    started_ns: int | None = None
-    finished_ns: int | None = None
-
-    @property
-    def kind(self) -> str:
-        """``"test"``, ``"subtest"`` (has a parent) or ``"fixture"`` (not runnable)."""
-        if self.parent_id is not None:
-            return "subtest"
-        return "test" if self.runnable else "fixture"
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from ``inprogress`` to the final status, when both had timestamps."""
-        if self.started_ns is None or self.finished_ns is None:
-            return None
-        return max(0, self.finished_ns - self.started_ns) / 1e9
-
-    def text(self, name: str) -> str:
-        """Attachment ``name`` decoded as UTF-8 with replacement ("" when absent)."""
-        return self.attachments.get(name, b"").decode("utf-8", "replace")
-
-    def headline(self) -> str:
-        """The last non-blank line of the traceback or reason: what went wrong, in short."""
-        for name in TEXT_FIRST:
-            for line in reversed(self.text(name).splitlines()):
-                if line.strip():
-                    return line.strip()
-        return ""
-
-
-@dataclass(frozen=True)
-class Output:
-    """Output written outside any test (a global ``stdout``/``stderr`` attachment)."""
-
-    name: str
-    data: bytes
-
-
-class Assembler:
-    """Turns the packets of a run into :class:`Started`, :class:`Outcome` and :class:`Output`.
-
-    Attachment pieces are joined per (route code, test id, name) until the final status
-    (for tests) or ``eof`` (for global output); control events are not its business.
-    """
-
-    def __init__(self) -> None:
-        self._files: dict[tuple[str | None, str | None], dict[str, bytearray]] = {}
-        self._started: dict[tuple[str | None, str], int | None] = {}
-
-    def feed(self, packet: Packet) -> list[Started | Outcome | Output]:
-        """The items ``packet`` completes (usually none or one)."""
-        items: list[Started | Outcome | Output] = []
-        key = (packet.route_code, packet.test_id)
-        if packet.file_name is not None:
-            files = self._files.setdefault(key, {})
-            files.setdefault(packet.file_name, bytearray()).extend(packet.file_bytes)
-            if packet.test_id is None and packet.eof:
-                items.append(Output(packet.file_name, bytes(files.pop(packet.file_name))))
-        if packet.test_id is None or packet.status is None:
-            return items
-        if packet.status == "inprogress":
-            self._started[(packet.route_code, packet.test_id)] = packet.timestamp_ns
-            items.append(Started(packet.test_id, packet.parent_test_id, packet.runnable))
-        elif packet.is_final:
-            files = self._files.pop(key, {})
-            items.append(
-                Outcome(
-                    packet.test_id,
-                    packet.status,
-                    packet.parent_test_id,
-                    packet.runnable,
-                    {name: bytes(data) for name, data in files.items()},
-                    self._started.pop((packet.route_code, packet.test_id), None),
-                    packet.timestamp_ns,
-                )
-            )
-        return items
-
-
-@dataclass
-class Tally:
-    """What a run amounts to: counts like the server's ``outcomes``, and the failures."""
-
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROGRESS, 0))
-    errors: int = 0
-    """Failing fixture pseudo-tests (``setUpClass (pkg.mod.Class)``)."""
-    problems: list[Outcome] = field(default_factory=list)
-    """Failed and unexpectedly successful tests, subtests and fixtures, in order."""
-    output: list[Output] = field(default_factory=list)
-    unmatched: list[str] = field(default_factory=list)
-    complete: dict[str, Any] = field(default_factory=dict)
-    elapsed: float = 0.0
-    interrupted: bool = False
-    finished: int = 0
-    """Every outcome, subtests and fixtures included."""
-
-    def add(self, outcome: Outcome) -> None:
-        """Count one finished test."""
-        self.finished += 1
-        if outcome.status in PROBLEM_STATUSES:
-            self.problems.append(outcome)
-        if outcome.kind == "test":
-            self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
-        elif outcome.kind == "fixture" and outcome.status == "fail":
-            self.errors += 1
-
-    @property
-    def ran(self) -> int:
-        """Runnable tests that finished (subtests and fixtures excluded, as ``ran``)."""
-        return sum(self.counts.values())
-
-    @property
-    def not_run(self) -> list[str]:
-        """Ids the server never started (after a cancel)."""
-        return list(self.complete.get("not_run", []))
-
-    @property
-    def ok(self) -> bool:
-        """True when the run counts as a success (unittest's ``wasSuccessful``, and more)."""
-        return (
-            self.finished > 0
-            and not self.problems
-            and not self.unmatched
-            and not self.interrupted
-            and self.complete.get("status") == "ok"
-            and not self.complete.get("crashes")
-        )
-
-    def summary(self, dash: str = "—") -> str:
-        """``Ran 12 tests in 0.31s — 10 passed, 1 failed, 1 skipped``."""
-        counts = self.counts
-        parts = [
-            (counts["success"], "passed", "passed"),
-            (counts["fail"], "failed", "failed"),
-            (self.errors, "error", "errors"),
-            (counts["skip"], "skipped", "skipped"),
-            (counts["xfail"], "expected failure", "expected failures"),
-            (counts["uxsuccess"], "unexpected success", "unexpected successes"),
-            (len(self.not_run), "not run", "not run"),
-        ]
-        text = f"Ran {self.ran} test{'' if self.ran == 1 else 's'} in {self.elapsed:.2f}s"
-        words = ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in parts if n)
-        return f"{text} {dash} {words}" if words else text
-
-    def verdict(self) -> str:
-        """unittest's last line: ``OK``, ``OK (skipped=1)``, ``FAILED (failures=1)``..."""
-        counts = self.counts
-        details = [
-            ("failures", counts["fail"]),
-            ("errors", self.errors),
-            ("skipped", counts["skip"]),
-            ("expected failures", counts["xfail"]),
-            ("unexpected successes", counts["uxsuccess"]),
-            ("not run", len(self.not_run)),
-            ("unmatched", len(self.unmatched)),
-        ]
-        inside = ", ".join(f"{name}={number}" for name, number in details if number)
-        if self.finished == 0 and self.complete.get("status") == "ok":
-            word = "NO TESTS RAN"
-        elif self.interrupted or self.complete.get("status") == "cancelled":
-            word = "INTERRUPTED"
-        else:
-            word = "OK" if self.ok else "FAILED"
-        return f"{word} ({inside})" if inside else word
-
 
 # -- rendering ---------------------------------------------------------------------------
-
-
-class Renderer:
-    """What a run looks like; the base class shows nothing. See :func:`drive`."""
-
-    def start(self, total: int | None, changed: Sequence[str] = ()) -> None:
-        """A run of ``total`` tests (``None``: unknown) begins; ``changed`` files caused it."""
-
-    def started(self, item: Started) -> None:
-        """A test began."""
-
-    def finished(self, outcome: Outcome) -> None:
-        """A test finished."""
-
-    def output(self, item: Output) -> None:
-        """Output outside any test arrived."""
-
-    def control(self, name: str, body: dict[str, Any]) -> None:
-        """A control event other than the run's completion (``testserver.reload``...)."""
-
-    def message(self, text: str) -> None:
-        """Something the user should know that is not a test (written to stderr)."""
-        print(f"testserver: {text}", file=sys.stderr, flush=True)
-
-    def finish(self, tally: Tally) -> None:
-        """The run completed."""
 
 
 def use_colour(stream: TextIO, disabled: bool = False) -> bool:
@@ -431,93 +181,6 @@ def _ensure_newline(text: str) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
 
 
-# -- driving a run -----------------------------------------------------------------------
-
-
-class _Interrupts:
-    """While entered (and enabled): the first Ctrl-C cancels the run, a second one aborts it."""
-
-    def __init__(self, client: Client, enabled: bool) -> None:
-        self.client = client
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.count = 0
-        self.previous: Any = None
-
-    def __enter__(self) -> _Interrupts:
-        if self.enabled:
-            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def _on_sigint(self, number: int, frame: object) -> None:
-        self.count += 1
-        if self.count > 1:
-            raise KeyboardInterrupt
-        # A thread, because the main thread may hold the client's write lock right now.
-        threading.Thread(target=self._cancel, daemon=True).start()
-
-    def _cancel(self) -> None:
-        try:
-            self.client.cancel()
-        except ClientError:
-            pass
-
-
-def drive(
-    client: Client,
-    test_ids: Sequence[str],
-    renderer: Renderer,
-    *,
-    total: int | None = None,
-    changed: Sequence[str] = (),
-    cancel_on_interrupt: bool = True,
-    tally: Tally | None = None,
-) -> Tally:
-    """Run ``test_ids`` (all when empty) on ``client``, feeding ``renderer``; return the tally.
-
-    ``tally`` may come pre-filled (say with unmatched selectors); by default a fresh one.
-
-    A test that waits for input gets end of input (no one is typing). With
-    ``cancel_on_interrupt`` the first Ctrl-C cancels the batch (the run then completes with
-    the tests not run listed) and a second one raises :class:`KeyboardInterrupt`; without it,
-    Ctrl-C raises at once. :class:`~testserver.client.ClientError` propagates.
-    """
-    tally = tally if tally is not None else Tally()
-    assembler = Assembler()
-    renderer.start(total, changed)
-    began = time.perf_counter()
-    run = client.run(test_ids)
-    with _Interrupts(client, cancel_on_interrupt) as guard:
-        for packet in run:
-            control = decode_control(packet)
-            if control is None:
-                for item in assembler.feed(packet):
-                    _dispatch(item, renderer, tally)
-            elif control[0] == STDIN_WANTED:
-                client.send_stdin(b"")
-            elif control[0] != COMPLETE:  # other commands' completions (our stdin's) aside
-                renderer.control(*control)
-    tally.complete = run.complete or {}
-    tally.interrupted = guard.count > 0
-    tally.elapsed = time.perf_counter() - began
-    renderer.finish(tally)
-    return tally
-
-
-def _dispatch(item: Started | Outcome | Output, renderer: Renderer, tally: Tally) -> None:
-    if isinstance(item, Started):
-        renderer.started(item)
-    elif isinstance(item, Outcome):
-        tally.add(item)
-        renderer.finished(item)
-    else:
-        tally.output.append(item)
-        renderer.output(item)
-
-
 # -- command lines -----------------------------------------------------------------------
 
 
@@ -546,6 +209,21 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         help="human (default) or json: one JSON object per line (spec/json-output.md)",
     )
     parser.add_argument("--no-color", action="store_true", help="never use colour")
+
+
+def add_reload_arguments(parser: argparse.ArgumentParser, no_reload_help: str) -> None:
+    """``--poll``, ``--watch DIR`` and ``--no-reload``, for the commands that keep a server."""
+    parser.add_argument("--poll", action="store_true", help="poll for changes (network mounts)")
+    parser.add_argument(
+        "--watch", metavar="DIR", action="append", default=[], help="also watch DIR"
+    )
+    parser.add_argument("--no-reload", dest="reload", action="store_false", help=no_reload_help)
+
+
+def reload_arguments(args: argparse.Namespace) -> list[str]:
+    """The ``python -m testserver --serve`` arguments for :func:`add_reload_arguments`'s."""
+    argv = [arg for root in args.watch for arg in ("--watch", root)]
+    return argv + ["--poll"] * args.poll + ["--no-reload"] * (not args.reload)
 
 
 def server_arguments(args: argparse.Namespace) -> list[str]:

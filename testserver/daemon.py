@@ -10,8 +10,8 @@ back. The request protocol and the socket's location are described in :mod:`test
   environment of the request that started it.
 - **Pool.** Requests with the same key that arrive together (``testr run --parallel``) get
   different servers: an idle one if there is one, else a new one, up to
-  :data:`MAX_SERVERS_PER_KEY`; beyond that they wait. So parallel runs really run in parallel,
-  and the next parallel run finds all its servers warm.
+  :data:`~testserver.pool.MAX_SERVERS_PER_KEY`; beyond that they wait. So parallel runs
+  really run in parallel, and the next parallel run finds all its servers warm.
 - **Failures.** A server found dead is dropped and replaced by the next request. A server that
   dies during a request is reported in-stream as a failing test ``testserver.daemon`` with the
   reason (exit status 1); if it was already gone when the request's command was sent (so
@@ -23,11 +23,15 @@ back. The request protocol and the socket's location are described in :mod:`test
 - **Lifetime.** Started on demand by the client (detached, logging to ``daemon.log``), stopped
   by ``testserver daemon stop``, SIGTERM, or after ``--idle`` seconds without list or run
   requests (default 900; ``status`` does not count). Servers unused that long are stopped too,
-  and at most :data:`MAX_SERVERS` are kept. Stopping quits every server, and every server
-  reaps its workers: no process is left.
+  and at most :data:`~testserver.pool.MAX_SERVERS` are kept. Stopping quits every server, and
+  every server reaps its workers: no process is left.
 
 Commands: ``testserver daemon start|stop|status [--socket-dir DIR]`` and ``serve`` (run in the
 foreground, as ``start`` does detached).
+
+This module is the socket server: accepting connections (:class:`Daemon`), serving one request
+each (:class:`Session`), the idle shutdown and the commands. The warm servers themselves and
+their pool (keys, limits, eviction) are in :mod:`testserver.pool`.
 """
 
 from __future__ import annotations
@@ -41,27 +45,29 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from testserver import __version__, shim
 from testserver.client import Client, ClientError
-from testserver.wire.commands import ListTests, Quit, RunTests
+from testserver.pool import (
+    EXIT_USAGE,
+    QUIT_TIMEOUT,
+    STDERR_TAIL,
+    Pool,
+    ServerKey,
+    StartFailed,
+    WarmServer,
+    log,
+)
+from testserver.wire.commands import ListTests, RunTests
 from testserver.wire.control import COMPLETE, HELLO, RELOAD, decode_control, encode_control
 from testserver.wire.events import Packet
 from testserver.wire.packets import encode_packet, encode_status, file_packets
-
-MAX_SERVERS_PER_KEY = max(2, os.cpu_count() or 2)
-"""Servers per key: testr's default concurrency is the CPU count; more would only queue."""
-
-MAX_SERVERS = 32
-"""Servers across all keys; beyond this the least recently used idle ones are stopped."""
 
 MAX_REQUEST = 64 << 20
 """Largest request line: 64 MiB holds a ``--load-list`` of a few hundred thousand ids."""
@@ -69,329 +75,19 @@ MAX_REQUEST = 64 << 20
 REQUEST_TIMEOUT = 30.0
 """Seconds a client has to send its request line after connecting."""
 
-HELLO_TIMEOUT = 600.0
-"""Seconds a new server may take to import the tests and say hello before it is killed."""
-
 DISCONNECT_POLL = 0.5
 """While a test runs silently, how often the daemon checks whether the client went away."""
 
 CANCEL_TIMEOUT = 30.0
 """After a client went away, how long a cancelled batch may take before its server is killed."""
 
-QUIT_TIMEOUT = 10.0
-"""How long a stopping server may take to exit before it is killed."""
-
 TICK = 1.0
 """The main loop wakes up at least this often to check the idle timeout."""
 
-STDERR_TAIL = 4000
-"""Characters of a server's stderr quoted when it fails (and the cap on ``stderr`` sent)."""
-
-KEY_ENV_PREFIX = "PYTHON"
-"""Environment variables with this prefix (PYTHONPATH, ...) are part of a server's key."""
-
-EXIT_USAGE = 2
-"""``python -m testserver`` exit status for arguments or a start directory it cannot load."""
-
 TEXT_MIME = "text/plain;charset=utf8"
 
-_log_lock = threading.Lock()
-
-
-def log(message: str) -> None:
-    """One timestamped line on stderr (the daemon's log file when detached)."""
-    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} testserver-daemon[{os.getpid()}]: {message}\n"
-    with _log_lock:
-        try:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-
-
-def describe_returncode(code: int | None) -> str:
-    """Say in words how a process with ``Popen.returncode`` ``code`` ended."""
-    if code is None:
-        return "it is still running"
-    if code < 0:
-        try:
-            return f"it was killed by signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"it was killed by signal {-code}"
-    return f"it exited with status {code}"
-
-
-# --------------------------------------------------------------------------- warm servers
-
-
-@dataclass(frozen=True)
-class ServerKey:
-    """What makes two requests able to share a warm server."""
-
-    project: str
-    python: str
-    args: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
-
-    @classmethod
-    def from_request(cls, request: dict[str, Any]) -> ServerKey:
-        env = request["env"]
-        return cls(
-            project=request["cwd"],
-            python=request["python"],
-            args=tuple(request["server_args"]),
-            env=tuple(sorted((k, v) for k, v in env.items() if k.startswith(KEY_ENV_PREFIX))),
-        )
-
-
-class StartFailed(Exception):
-    """A server could not be started; ``usage`` when it rejected its arguments (exit 2)."""
-
-    def __init__(self, message: str, *, usage: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.usage = usage
-
-
-class StderrPump(threading.Thread):
-    """Copies a server's stderr into the daemon log and keeps its tail for error messages."""
-
-    def __init__(self, stream: IO[bytes], pid: int) -> None:
-        super().__init__(name=f"stderr-{pid}", daemon=True)
-        self.stream = stream
-        self.pid = pid
-        self.lines: collections.deque[str] = collections.deque(maxlen=50)
-
-    def run(self) -> None:
-        for raw in self.stream:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            log(f"[server {self.pid}] {line}")
-        self.stream.close()
-
-    def tail(self) -> str:
-        return "\n".join(self.lines)[-STDERR_TAIL:]
-
-
-class WarmServer:
-    """One ``python -m testserver --serve`` process and the client talking to it."""
-
-    def __init__(self, key: ServerKey, process: subprocess.Popen[bytes], pump: StderrPump):
-        self.key = key
-        self.process = process
-        self.pump = pump
-        self.client: Client | None = None
-        self.hello: dict[str, Any] = {}
-        self.busy = False
-        self.runs = 0
-        self.started = time.time()
-        self.last_used = time.monotonic()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def version(self) -> str:
-        """The subunit dialect the server writes, for re-encoding its packets."""
-        return str(self.hello.get("subunit", "2.1"))
-
-    @classmethod
-    def start(cls, key: ServerKey, env: dict[str, str]) -> WarmServer:
-        """Start a server for ``key`` and wait for its hello; raise :class:`StartFailed`."""
-        argv = [key.python, "-m", "testserver", "--serve", *key.args]
-        try:
-            process = subprocess.Popen(
-                argv,
-                cwd=key.project,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        except OSError as error:
-            raise StartFailed(f"cannot start {' '.join(argv)}: {error}") from None
-        assert process.stdin and process.stdout and process.stderr
-        pump = StderrPump(process.stderr, process.pid)
-        pump.start()
-        server = cls(key, process, pump)
-        log(f"starting server {process.pid}: {' '.join(argv)} (in {key.project})")
-        ready, _, _ = select.select([process.stdout], [], [], HELLO_TIMEOUT)
-        try:
-            if not ready:
-                raise TimeoutError(f"no hello within {HELLO_TIMEOUT:g} s")
-            server.client = Client(process.stdout.fileno(), process.stdin.fileno())
-        except (ClientError, OSError, TimeoutError) as error:
-            how = server.death()  # waits a little: a server that said nothing is exiting
-            server.close(graceful=False)
-            if process.returncode == EXIT_USAGE:
-                raise StartFailed(pump.tail() or str(error), usage=True) from None
-            command = " ".join(argv)
-            raise StartFailed(f"the test server ({command}) failed to start: {how}") from None
-        server.hello = server.client.hello
-        log(f"server {process.pid} ready: {server.hello.get('tests')} tests")
-        return server
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def death(self) -> str:
-        """Why the server is gone, for a client's error message."""
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.pump.join(1)
-        tail = self.pump.tail()
-        how = describe_returncode(self.process.returncode)
-        return f"{how}; its stderr:\n{tail}" if tail else how
-
-    def close(self, *, graceful: bool = True) -> None:
-        """Stop the server (``quit``, then kill after :data:`QUIT_TIMEOUT`) and close pipes."""
-        process = self.process
-        if graceful and self.client is not None and process.poll() is None:
-            try:
-                self.client.send(Quit(self.client.new_id()))
-            except (ClientError, OSError):
-                pass
-        elif process.poll() is None:
-            process.kill()
-        _close(process.stdin)  # end of input: the server exits even if it missed the quit
-        try:
-            process.wait(QUIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        _close(process.stdout)
-        self.pump.join(1)
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "project": self.key.project,
-            "python": self.key.python,
-            "args": list(self.key.args),
-            "busy": self.busy,
-            "runs": self.runs,
-            "tests": self.hello.get("tests"),
-            "generation": self.hello.get("generation"),
-            "started": self.started,
-            "idle_for": None if self.busy else round(time.monotonic() - self.last_used, 3),
-        }
-
-
-def _close(stream: IO[bytes] | None) -> None:
-    try:
-        if stream is not None:
-            stream.close()
-    except OSError:
-        pass
-
-
-class Pool:
-    """Warm servers by key; at most one request uses a server at a time."""
-
-    def __init__(self, max_per_key: int = MAX_SERVERS_PER_KEY, max_total: int = MAX_SERVERS):
-        self.max_per_key = max_per_key
-        self.max_total = max_total
-        self.closed = False
-        self._servers: list[WarmServer] = []
-        self._starting: collections.Counter[ServerKey] = collections.Counter()
-        self._cond = threading.Condition()
-
-    def acquire(self, key: ServerKey, env: dict[str, str]) -> tuple[WarmServer, bool]:
-        """A server for ``key`` reserved for the caller, and whether it was already warm."""
-        with self._cond:
-            while True:
-                if self.closed:
-                    raise StartFailed("the daemon is stopping")
-                self._drop_dead()
-                idle = [s for s in self._servers if s.key == key and not s.busy]
-                if idle:
-                    server = max(idle, key=lambda s: s.last_used)
-                    server.busy = True
-                    return server, True
-                count = sum(s.key == key for s in self._servers) + self._starting[key]
-                if count < self.max_per_key:
-                    self._starting[key] += 1
-                    break
-                self._cond.wait()
-        try:
-            server = WarmServer.start(key, env)
-        finally:
-            with self._cond:
-                self._starting[key] -= 1
-                self._cond.notify_all()
-        with self._cond:
-            server.busy = True
-            self._servers.append(server)
-            victims = self._over_limit()
-        for victim in victims:
-            victim.close()
-        return server, False
-
-    def release(self, server: WarmServer) -> None:
-        """Give ``server`` back after a request it served fully."""
-        with self._cond:
-            server.busy = False
-            server.runs += 1
-            server.last_used = time.monotonic()
-            closing = self.closed
-            if closing:
-                self._servers.remove(server)
-            self._cond.notify_all()
-        if closing:
-            server.close()
-
-    def discard(self, server: WarmServer) -> None:
-        """Drop a server that died or misbehaved (the next request starts another)."""
-        with self._cond:
-            if server in self._servers:
-                self._servers.remove(server)
-            self._cond.notify_all()
-        server.close(graceful=False)
-
-    def evict_idle(self, max_idle: float) -> None:
-        """Stop servers unused for longer than ``max_idle`` seconds."""
-        now = time.monotonic()
-        with self._cond:
-            victims = [s for s in self._servers if not s.busy and now - s.last_used > max_idle]
-            for server in victims:
-                self._servers.remove(server)
-        for server in victims:
-            log(f"server {server.pid} idle for {max_idle:g} s: stopping it")
-            server.close()
-
-    def close_all(self) -> None:
-        """Stop idle servers now and busy ones with SIGTERM (their requests then end)."""
-        with self._cond:
-            self.closed = True
-            idle = [s for s in self._servers if not s.busy]
-            for server in idle:
-                self._servers.remove(server)
-            for server in self._servers:
-                if server.alive():
-                    server.process.terminate()
-            self._cond.notify_all()
-        for server in idle:
-            server.close()
-
-    def status(self) -> list[dict[str, Any]]:
-        with self._cond:
-            return [server.status() for server in self._servers]
-
-    def _drop_dead(self) -> None:
-        for server in [s for s in self._servers if not s.busy and not s.alive()]:
-            self._servers.remove(server)
-            log(f"server {server.pid} died while idle ({server.death()}); it will be replaced")
-            server.close(graceful=False)
-
-    def _over_limit(self) -> list[WarmServer]:
-        idle = sorted((s for s in self._servers if not s.busy), key=lambda s: s.last_used)
-        victims = idle[: max(0, len(self._servers) - self.max_total)]
-        for server in victims:
-            self._servers.remove(server)
-        return victims
+FAILED_IMPORT_PREFIX = "unittest.loader._FailedTest."
+"""Ids unittest gives the tests standing for modules that failed to import."""
 
 
 # --------------------------------------------------------------------------- one request
@@ -410,6 +106,7 @@ class BadRequest(Exception):
 
 
 def _strings(value: object) -> bool:
+    """Whether ``value`` is a list of strings."""
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
@@ -424,11 +121,8 @@ def check_request(request: object) -> dict[str, Any]:
     checks: list[tuple[str, Callable[[Any], bool]]] = [
         ("cwd", lambda v: isinstance(v, str) and os.path.isabs(v)),
         ("python", lambda v: isinstance(v, str) and bool(v)),
-        ("server_args", lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)),
-        (
-            "ids",
-            lambda v: v is None or (isinstance(v, list) and all(isinstance(i, str) for i in v)),
-        ),
+        ("server_args", _strings),
+        ("ids", lambda v: v is None or _strings(v)),
         (
             "env",
             lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.items() for x in x),
@@ -578,7 +272,8 @@ class Session:
         self.out += [
             encode_status(test_id, "exists", subunit_version=version) for test_id in selected
         ]
-        errors = server.hello.get("discovery_errors") or []
+        # The listing reflects any reload since the hello: its import failures are current.
+        errors = [{"test_id": i} for i in listed if i.startswith(FAILED_IMPORT_PREFIX)]
         if not errors:
             return 0
         text = self._import_errors(server, errors)

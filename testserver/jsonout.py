@@ -48,7 +48,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from testserver.console import Outcome, Output, Renderer, Started, Tally
+from testserver.runmodel import Outcome, Output, Renderer, Started, Tally
 
 FORMAT_VERSION = 1
 """The version of this JSON schema, in every ``start`` event; it grows when a key changes."""

@@ -8,6 +8,7 @@ Tests still run in a forked worker, so a test that kills its process is reported
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import time
@@ -67,9 +68,24 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
     for test_id in unknown:
         result.report_missing(test_id, f"testserver: no test with id {test_id!r} was found.")
     if options.isolation == "none":
-        run_tests(found, result)
-        return 0
+        return _run_in_process(found, result)
     return _run_forked(index, channel, options, write, [test_id for test_id, _ in found])
+
+
+def _run_in_process(found: list, result: PacketResult) -> int:
+    """Run in this process; Ctrl-C interrupts the running test and stops the run (exit 1)."""
+    interrupted: list[int] = []
+
+    def on_sigint(number: int, frame: object) -> None:
+        interrupted.append(number)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        run_tests(found, result, should_stop=lambda: bool(interrupted))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 1 if interrupted else 0
 
 
 def _run_forked(index, channel, options, write, ids: list[str]) -> int:
@@ -86,26 +102,31 @@ def _run_forked(index, channel, options, write, ids: list[str]) -> int:
         timeout=options.timeout,
         subunit_version=options.subunit_version,
     )
-    interrupted = []
+    interrupted: list[int] = []
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    previous_wakeup = signal.set_wakeup_fd(wake_w)
     previous = signal.signal(signal.SIGINT, lambda number, frame: interrupted.append(number))
     try:
         batch.start()
         while not batch.done:
-            if interrupted:
+            if interrupted:  # Ctrl-C: cancel the batch (the worker has its own process group)
                 batch.cancel()
                 interrupted.clear()
             deadline = batch.deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                ready, _, _ = select.select(batch.fds(), [], [], timeout)
-            except InterruptedError:
-                continue
-            if ready:
+            ready, _, _ = select.select([*batch.fds(), wake_r], [], [], timeout)
+            if wake_r in ready:
+                os.read(wake_r, 512)
+            if set(ready) & set(batch.fds()):
                 batch.on_readable()
             deadline = batch.deadline()
             if deadline is not None and time.monotonic() >= deadline:
                 batch.on_deadline()
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.set_wakeup_fd(previous_wakeup)
+        os.close(wake_r)
+        os.close(wake_w)
         spawner.close()
     return 1 if batch.cancelled else 0

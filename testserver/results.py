@@ -103,6 +103,7 @@ class PacketResult(unittest.TestResult):
         self._open: _OpenTest | None = None
         self._stack: list[_OpenTest] = []  # outer tests when a test runs tests itself
         self.stop_check: Callable[[], bool] | None = None
+        self._pieces: set[str] = set()  # streams flushed without eof (see flush_output)
 
     @property  # type: ignore[override]
     def buffer(self) -> bool:
@@ -239,7 +240,7 @@ class PacketResult(unittest.TestResult):
         status = current.status
         if current.subtests is None and current.attachments is None:
             out, err = self.take_output()
-            if not out and not err and status != "fail":  # the common case, kept short
+            if not out and not err and not self._pieces and status != "fail":  # the common case
                 self._write(self._status(current.test_id, status or "success", self._clock()))
                 self._check_stop()
                 return
@@ -253,7 +254,7 @@ class PacketResult(unittest.TestResult):
 
     def _close_bytes(self, current: _OpenTest, out: bytes, err: bytes) -> bytes:
         parts = current.subtests or []
-        attachments = _output_attachments(out, err)
+        attachments = self._output(out, err)
         if current.attachments:
             attachments += current.attachments
         status = current.status
@@ -272,11 +273,42 @@ class PacketResult(unittest.TestResult):
     def _global_output(self) -> bytes:
         """Packets for output captured outside any test (fixtures, imports): no test id."""
         out, err = self.take_output()
-        if not out and not err:
+        if not out and not err and not self._pieces:
             return b""
         parts: list[bytes] = []
-        self._files(parts, None, _output_attachments(out, err))
+        self._files(parts, None, self._output(out, err))
         return b"".join(parts)
+
+    def flush_output(self) -> bytes:
+        """Packets for the output captured so far, as pieces without ``eof``.
+
+        For a test about to wait for input: what it wrote (a prompt) must reach the client
+        now. The rest of the output, and the ``eof``, follow when the test ends.
+        """
+        out, err = self.take_output()
+        test_id = self.current_test_id
+        parts: list[bytes] = []
+        for name, data in (("stdout", out), ("stderr", err)):
+            if data:
+                self._pieces.add(name)
+                parts += file_packets(
+                    name,
+                    data,
+                    test_id=test_id,
+                    mime_type=TEXT_MIME,
+                    eof=False,
+                    route_code=self.route_code,
+                    subunit_version=self.subunit_version,
+                )
+        return b"".join(parts)
+
+    def _output(self, out: bytes, err: bytes) -> list[Attachment]:
+        """Output attachments, ending (with an empty last piece) any flushed stream."""
+        attachments = _output_attachments(out, err)
+        for name in sorted(self._pieces - {name for name, _, _ in attachments}):
+            attachments.append((name, TEXT_MIME, b""))
+        self._pieces.clear()
+        return attachments
 
     def report_output(self) -> None:
         """Write output captured since the last test as global ``stdout``/``stderr`` packets.
@@ -318,7 +350,7 @@ class PacketResult(unittest.TestResult):
         parts = [self._status(test_id, "inprogress", now, runnable=runnable)]
         output: list[Attachment] = []
         if self._open is None:  # fixture output belongs to the fixture's error
-            output = _output_attachments(*self.take_output())
+            output = self._output(*self.take_output())
         self._write(self._finish(parts, test_id, status, output + attachments, None, runnable))
         self._check_stop()
 
@@ -479,7 +511,7 @@ class PacketResult(unittest.TestResult):
         attachments; otherwise an ``inprogress`` comes first.
         """
         current = self._open
-        attachments = _output_attachments(stdout, stderr)
+        attachments = self._output(stdout, stderr)
         if current is not None and current.test_id == test_id:
             self._close_open()
             parts = current.subtests or []
@@ -501,6 +533,21 @@ def _encode(text: str | None) -> bytes:
 def _wire_safe(text: str) -> str:
     """``text`` with what subunit strings cannot hold escaped: NUL and lone surrogates."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+
+
+def output_packets(
+    stdout: bytes, stderr: bytes, *, test_id: str | None = None, subunit_version: str = "2.1"
+) -> list[bytes]:
+    """Packets carrying captured output as ``stdout``/``stderr`` attachments (if non-empty).
+
+    With no ``test_id`` they are global: output written outside any test.
+    """
+    parts: list[bytes] = []
+    for name, mime, data in _output_attachments(stdout, stderr):
+        parts += file_packets(
+            name, data, test_id=test_id, mime_type=mime, subunit_version=subunit_version
+        )
+    return parts
 
 
 def _output_attachments(out: bytes, err: bytes) -> list[Attachment]:

@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from testserver import __version__
-from testserver.batch import BatchOutcome, BatchRun, final_statuses
+from testserver.batch import BatchOutcome, BatchRun, finished_tests, never_finished
 from testserver.channel import PrivateChannel
 from testserver.execution import run_tests
 from testserver.loading import LoadSpec, TestIndex
-from testserver.results import PacketResult
+from testserver.results import PacketResult, output_packets
 from testserver.subtests import patch_testtools
 from testserver.wire import control
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
 from testserver.wire.errors import FrameError, LocalProtocolError
 from testserver.wire.events import FINAL_STATUSES
 from testserver.wire.framing import DEFAULT_MAX_PAYLOAD, FrameDecoder, encode_command
-from testserver.wire.packets import encode_status, file_packets
+from testserver.wire.packets import encode_status
 from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA
 from testserver.worker import WorkerOptions, WorkerSpawner, write_all
 
@@ -52,8 +52,6 @@ READ_SIZE = 1 << 16
 
 LIST_CHUNK = 4096
 """``exists`` packets joined per write when listing (fewer syscalls, bounded memory)."""
-
-_TEXT_MIME = "text/plain; charset=utf8"
 
 
 @dataclass
@@ -91,10 +89,7 @@ class PacketWriter:
 
 def emit_output(write: Callable[[bytes], None], stdout: bytes, stderr: bytes, version: str) -> None:
     """Emit output written outside any test as global ``stdout``/``stderr`` attachments."""
-    parts: list[bytes] = []
-    for name, data in (("stdout", stdout), ("stderr", stderr)):
-        if data:
-            parts += file_packets(name, data, mime_type=_TEXT_MIME, subunit_version=version)
+    parts = output_packets(stdout, stderr, subunit_version=version)
     if parts:
         write(b"".join(parts))
 
@@ -194,6 +189,13 @@ class Server:
             fds += [self._wakeup_r, self._wakeup_w]
         return fds
 
+    def _load_errors(self) -> list[dict[str, str]]:
+        """The current index's import failures, for hello and list-tests completions."""
+        return [
+            {"test_id": e.test_id, "module": e.module, "message": e.message}
+            for e in self.index.errors
+        ]
+
     def _send_hello(self) -> None:
         capabilities = ["list-tests", "run-tests", "stdin", "cancel", "quit"]
         if self.reloader is not None:
@@ -213,10 +215,7 @@ class Server:
             "generation": self.generation,
             "max_payload": self.options.max_payload,
             "watch_error": self.reloader.watch_error if self.reloader is not None else None,
-            "discovery_errors": [
-                {"test_id": e.test_id, "module": e.module, "message": e.message}
-                for e in self.index.errors
-            ],
+            "discovery_errors": self._load_errors(),
         }
         self._control(control.HELLO, body)
         stdout, stderr = self.channel.capture.take()
@@ -308,7 +307,7 @@ class Server:
                 self._listing = (self.index, list_packets(self.index.ids, self.version))
             for chunk in self._listing[1]:
                 self.write(chunk)
-            self._complete(command, tests=len(self.index))
+            self._complete(command, tests=len(self.index), discovery_errors=self._load_errors())
         elif isinstance(command, RunTests):
             self._start_batch(command)
         elif isinstance(command, Reload):
@@ -411,31 +410,27 @@ class Server:
             self._batch_finished()
 
     def _run_in_process(self, found: list) -> BatchOutcome:
-        counts = dict.fromkeys(sorted(FINAL_STATUSES), 0)
-        result = PacketResult(
-            self._counting_writer(counts),
-            subunit_version=self.version,
-            capture=self.channel.capture,
-        )
+        outcome = BatchOutcome(outcomes=dict.fromkeys(sorted(FINAL_STATUSES), 0))
+        finished: collections.Counter[str] = collections.Counter()
+
+        def write(data: bytes) -> None:
+            for test_id, status in finished_tests(data):
+                finished[test_id] += 1
+                outcome.outcomes[status] += 1
+            self.write(data)
+
+        result = PacketResult(write, subunit_version=self.version, capture=self.channel.capture)
         patch_testtools(result)
         self._in_process = True
         try:
-            not_run = run_tests(found, result, should_stop=lambda: bool(self.signals))
+            run_tests(found, result, should_stop=lambda: bool(self.signals))
         finally:
             self._in_process = False
-        outcome = BatchOutcome(outcomes=counts, not_run=not_run, ran=sum(counts.values()))
-        if self.signals:
-            self.signals.clear()
+        outcome.ran = sum(outcome.outcomes.values())
+        outcome.not_run = never_finished([test_id for test_id, _ in found], finished)
+        if self.signals:  # left for _handle_signals: SIGTERM must still stop the server
             outcome.status, outcome.message = "cancelled", "the batch was interrupted"
         return outcome
-
-    def _counting_writer(self, counts: dict[str, int]) -> Callable[[bytes], None]:
-        def write(data: bytes) -> None:
-            for status in final_statuses(data):
-                counts[status] = counts.get(status, 0) + 1
-            self.write(data)
-
-        return write
 
     def _batch_finished(self) -> None:
         batch, command = self.batch, self.batch_command

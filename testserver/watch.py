@@ -38,22 +38,20 @@ from testserver.client import Client, ClientError
 from testserver.console import (
     EXIT_ERROR,
     EXIT_OK,
-    Outcome,
-    Renderer,
     Style,
-    Tally,
     add_output_arguments,
+    add_reload_arguments,
     add_server_arguments,
     dash_for,
-    drive,
     output_stream,
-    select,
+    reload_arguments,
     server_arguments,
     spawn,
     stdout_closed,
     use_colour,
 )
 from testserver.jsonout import FAILED_TEST_PREFIX, FIXTURE_ID
+from testserver.runmodel import Outcome, Renderer, Tally, drive, select
 from testserver.wire.commands import ListTests
 from testserver.wire.control import decode_control
 
@@ -308,9 +306,7 @@ class Watch:
     def __init__(self, args: argparse.Namespace, renderer: Renderer, roots: list[str]) -> None:
         self.args = args
         self.renderer = renderer
-        server_args = server_arguments(args)
-        server_args += [arg for root in args.watch for arg in ("--watch", root)]
-        server_args += ["--poll"] * args.poll + ["--no-reload"] * (not args.reload)
+        server_args = server_arguments(args) + reload_arguments(args)
         self.session = Session(server_args, renderer)
         self.modules = ProjectModules(roots)
         self.failing: set[str] = set()
@@ -372,15 +368,8 @@ def watch_parser() -> argparse.ArgumentParser:
     )
     add_server_arguments(parser)
     add_output_arguments(parser)
-    parser.add_argument("--poll", action="store_true", help="poll for changes (network mounts)")
-    parser.add_argument(
-        "--watch", metavar="DIR", action="append", default=[], help="also watch DIR"
-    )
-    parser.add_argument(
-        "--no-reload",
-        dest="reload",
-        action="store_false",
-        help="restart the server on every change instead of reloading modules in place",
+    add_reload_arguments(
+        parser, "restart the server on every change instead of reloading modules in place"
     )
     parser.add_argument(
         "selectors", nargs="*", metavar="ID-or-pattern", help="as for testserver run"

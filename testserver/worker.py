@@ -36,14 +36,10 @@ from testserver.subtests import patch_testtools
 from testserver.wire.commands import RunTests
 from testserver.wire.control import STDIN_WANTED, encode_control
 from testserver.wire.framing import FrameDecoder, encode_command
-from testserver.wire.packets import file_packets
 from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA
 
 WORKER_DONE = "testserver.worker-done"
 """Internal control event: the child finished its batch (never forwarded to clients)."""
-
-TEXT_MIME = "text/plain; charset=utf8"
-"""MIME type of captured ``stdout``/``stderr`` attachments."""
 
 READ_SIZE = 1 << 16
 """Bytes read from a worker's event pipe per call; a pipe holds 64 KiB on Linux."""
@@ -267,12 +263,16 @@ class WorkerSpawner:
         others.extend(self._private_fds())
         sys.stdout.flush()
         sys.stderr.flush()
+        # SIGINT stays blocked until the child has its own handler: a cancel sent at once
+        # must reach that handler, not Python's default one.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured through the e2e tests
             close = [*others, control_w, events_r]
             if stdin_w is not None:
                 close.append(stdin_w)
             _child_main(self.index, self.options, control_r, events_w, stdin_r, capture_fds, close)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         os.close(control_r)
         os.close(events_w)
         os.close(stdin_r)
@@ -307,7 +307,9 @@ def _child_main(
                 os.close(fd)
             except OSError:
                 pass
+        os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the server, which cancels the batch
         cancel = _install_child_signals()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         os.dup2(stdin_r, 0)
         os.close(stdin_r)
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False), encoding="utf-8")
@@ -327,18 +329,28 @@ def _child_main(
         os._exit(code)
 
 
-def _install_child_signals() -> Callable[[], bool]:
-    cancelled = False
+class _CancelFlag:
+    """SIGINT in a worker means "cancel": remember it, and interrupt a running test."""
 
-    def on_sigint(number: int, frame: object) -> None:
-        nonlocal cancelled
-        cancelled = True
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.running = False
 
+    def __call__(self) -> bool:
+        return self.cancelled
+
+    def on_sigint(self, number: int, frame: object) -> None:
+        self.cancelled = True
+        if self.running:
+            raise KeyboardInterrupt
+
+
+def _install_child_signals() -> _CancelFlag:
+    flag = _CancelFlag()
     signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGINT, flag.on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return lambda: cancelled
+    return flag
 
 
 def _read_batch(control_r: int) -> RunTests | None:
@@ -360,7 +372,7 @@ def _run_batch(
     command: RunTests,
     events_w: int,
     capture: OutputCapture,
-    should_stop: Callable[[], bool],
+    should_stop: _CancelFlag,
 ) -> None:
     def write(data: bytes) -> None:
         write_all(events_w, data)
@@ -369,33 +381,20 @@ def _run_batch(
     result = PacketResult(write, capture=capture, subunit_version=options.subunit_version)
     patch_testtools(result)
     if options.interactive_stdin:
-        install_stdin(0, lambda: _announce_wait(command.id, result, capture, write, options))
+        install_stdin(0, lambda: _announce_wait(command.id, result, write))
     for test_id in unknown:  # the parent resolves first, so this only happens after a reload race
         result.report_missing(test_id, f"test id {test_id!r} not found in this worker")
-    not_run = run_tests(found, result, should_stop=should_stop)
+    if should_stop():  # cancelled before the first test started
+        not_run = [test_id for test_id, _ in found]
+    else:
+        should_stop.running = True
+        not_run = run_tests(found, result, should_stop=should_stop)
+        should_stop.running = False
     write(encode_control(WORKER_DONE, {"not_run": not_run}, timestamp_ns=time.time_ns()))
 
 
-def _announce_wait(
-    command_id: str,
-    result: PacketResult,
-    capture: OutputCapture,
-    write: Callable[[bytes], None],
-    options: WorkerOptions,
-) -> None:
+def _announce_wait(command_id: str, result: PacketResult, write: Callable[[bytes], None]) -> None:
     """A test is about to block on stdin: flush its output, then say it is waiting."""
-    test_id = result.current_test_id
-    parts: list[bytes] = []
-    for name, data in zip(("stdout", "stderr"), capture.take()):
-        if data:
-            parts += file_packets(
-                name,
-                data,
-                test_id=test_id,
-                mime_type=TEXT_MIME,
-                eof=False,
-                subunit_version=options.subunit_version,
-            )
-    body = {"id": command_id, "test_id": test_id}
-    parts.append(encode_control(STDIN_WANTED, body, timestamp_ns=time.time_ns()))
-    write(b"".join(parts))
+    body = {"id": command_id, "test_id": result.current_test_id}
+    event = encode_control(STDIN_WANTED, body, timestamp_ns=time.time_ns())
+    write(result.flush_output() + event)

@@ -1,0 +1,119 @@
+"""A private warm-server daemon for a test, driven through its real commands.
+
+:class:`DaemonHandle` gives a test its own ``XDG_RUNTIME_DIR``, hence its own daemon, runs
+the client (``python -m testserver.shim``) and ``testserver daemon`` commands there, and on
+:meth:`~DaemonHandle.close` stops the daemon and checks that the daemon, its servers and their
+workers are all gone. Used by ``tests/test_daemon.py`` and ``tests/test_testr_warm.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from serverproc import PROJECTS, process_stats, project_copy
+
+from testserver import shim
+
+
+def copy_project(name: str, tmp_path: Path) -> Path:
+    """A private copy of ``tests/projects/NAME`` (it becomes the server's key)."""
+    return project_copy(PROJECTS / name, tmp_path / name)
+
+
+def gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie nobody reaped counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read().replace(b"\0", b" ").decode()
+        with open(f"/proc/{pid}/stat") as handle:
+            state, ppid = handle.read().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return "gone"
+    return f"{command.strip()} (state {state}, parent {ppid})"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for child, fields in process_stats():
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(child)
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+class DaemonHandle:
+    """One private runtime directory, hence one daemon, driven through real commands."""
+
+    def __init__(self) -> None:
+        self.runtime = Path(tempfile.mkdtemp(prefix="tsd-"))  # short: sun_path is 108 bytes
+        self.env = {k: v for k, v in os.environ.items() if k != shim.NO_DAEMON_ENV}
+        self.env["XDG_RUNTIME_DIR"] = str(self.runtime)
+        self.pids: set[int] = set()
+        self.elsewhere = Path(tempfile.gettempdir())
+        """A working directory for daemon commands (not the runtime directory: its
+        ``testserver/`` subdirectory would shadow the package for ``python -m``)."""
+
+    @property
+    def directory(self) -> Path:
+        return self.runtime / "testserver"
+
+    def client(self, project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        """Run ``python -m testserver.shim ARGS`` in ``project``."""
+        return self.command(project, ["-m", "testserver.shim", *args], **kwargs)
+
+    def oneshot(self, project: Path, *args: str) -> subprocess.CompletedProcess:
+        return self.command(project, ["-m", "testserver", *args])
+
+    def command(self, cwd: Path, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("env", self.env)
+        kwargs.setdefault("timeout", 120)
+        return subprocess.run(
+            [sys.executable, *args], cwd=cwd, capture_output=True, check=False, **kwargs
+        )
+
+    def status(self) -> dict:
+        result = self.command(self.elsewhere, ["-m", "testserver.daemon", "status"])
+        status = json.loads(result.stdout)
+        if status["running"]:
+            self.pids.add(status["pid"])
+            self.pids.update(s["pid"] for s in status["servers"])
+            self.pids.update(descendants(status["pid"]))
+        return status
+
+    def server_pids(self) -> list[int]:
+        return sorted(server["pid"] for server in self.status()["servers"])
+
+    def stop(self) -> None:
+        result = self.command(self.elsewhere, ["-m", "testserver.daemon", "stop"])
+        assert result.returncode == 0, result.stderr
+
+    def close(self) -> None:
+        try:
+            self.status()
+            self.stop()
+            left = {pid: describe(pid) for pid in self.pids if not gone(pid)}
+            assert not left, f"processes left after stop: {left}"
+            assert not (self.directory / shim.SOCKET_NAME).exists()
+        finally:
+            shutil.rmtree(self.runtime, ignore_errors=True)
