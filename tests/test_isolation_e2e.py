@@ -206,38 +206,6 @@ def test_cancel_sent_with_the_run_is_never_lost_or_a_crash():
             proc.kill()
 
 
-def test_ctrl_c_cancels_a_one_shot_run_of_a_hanging_test():
-    import subprocess
-    import sys
-
-    from serverproc import PROJECTS
-
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "testserver",
-            "discover",
-            "-t",
-            ".",
-            "-s",
-            "ecrash",
-            "-k",
-            "test_hang",
-        ],
-        cwd=PROJECTS / "e2e_crash",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 1
-    statuses = {e["test_id"]: e["test_status"] for e in subunit_events(out) if e["test_status"]}
-    assert statuses == {SLOW + "test_hang": "fail"}
-
-
 def test_in_process_not_run_and_sigterm():
     proc = ServerProcess("e2e_basic", "-t", ".", "-s", "ebasic", "--isolation", "none")
     try:
