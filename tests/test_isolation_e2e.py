@@ -216,3 +216,21 @@ def test_in_process_not_run_and_sigterm():
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()
+
+
+def test_a_hung_worker_dies_with_its_server(server):
+    from serverproc import process_stats
+
+    server.send(RunTests("hang", (SLOW + "test_hang",)))
+    server.read_until(lambda p: p.status == "inprogress")
+    children = [pid for pid, fields in process_stats() if int(fields[1]) == server.proc.pid]
+    assert children, "the worker running the test is a child of the server"
+    server.proc.kill()
+    server.proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alive = [p for p, f in process_stats() if p in children and f[0] != "Z"]
+        if not alive:
+            break
+        time.sleep(0.05)
+    assert not alive, f"workers outlived the server: {alive}"

@@ -266,12 +266,15 @@ class WorkerSpawner:
         # SIGINT stays blocked until the child has its own handler: a cancel sent at once
         # must reach that handler, not Python's default one.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured through the e2e tests
             close = [*others, control_w, events_r]
             if stdin_w is not None:
                 close.append(stdin_w)
-            _child_main(self.index, self.options, control_r, events_w, stdin_r, capture_fds, close)
+            _child_main(
+                self.index, self.options, control_r, events_w, stdin_r, capture_fds, close, parent
+            )
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         os.close(control_r)
         os.close(events_w)
@@ -299,6 +302,7 @@ def _child_main(
     stdin_r: int,
     capture_fds: tuple[int, int],
     close_fds: list[int],
+    parent: int,
 ) -> NoReturn:
     code = 0
     try:
@@ -308,6 +312,7 @@ def _child_main(
             except OSError:
                 pass
         os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the server, which cancels the batch
+        _die_with_parent(parent)
         cancel = _install_child_signals()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         os.dup2(stdin_r, 0)
@@ -327,6 +332,35 @@ def _child_main(
             pass
     finally:
         os._exit(code)
+
+
+_PR_SET_PDEATHSIG = 1
+"""Linux prctl option: the signal a process gets when its parent dies."""
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` where there is one (Linux), loaded once in the server before forks."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker if the server dies, so a hung test cannot outlive it.
+
+    Elsewhere the closed pipes end an idle worker, but a hung test may outlive the server.
+    """
+    if _PRCTL is None:
+        return
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the server died before prctl took effect
+        os._exit(0)
 
 
 class _CancelFlag:
