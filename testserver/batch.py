@@ -113,7 +113,7 @@ class BatchRun:
         self._cancel_deadline: float | None = None
         self._worker: WorkerHandle | None = None
         self._buffer = bytearray()
-        self._child_done: dict | None = None
+        self._child_done = False
         self._stdin_pending = bytearray()
         self._stdin_eof = False
 
@@ -166,10 +166,10 @@ class BatchRun:
                 forward.append(raw)
         if forward:
             self.write(b"".join(forward))
-        if self._child_done is not None:
-            self._worker_done(worker, self._child_done)
+        if self._child_done:
+            self._worker_done(worker)
 
-    def _worker_done(self, worker: WorkerHandle, done: dict) -> None:
+    def _worker_done(self, worker: WorkerHandle) -> None:
         """The worker finished its batch: complete now, let it exit in the background."""
         stdout, stderr = worker.leftover_output()
         self._report_outside_tests(stdout, stderr)
@@ -225,7 +225,7 @@ class BatchRun:
             os.set_blocking(worker.stdin_w, False)
         self._worker = worker
         self._buffer.clear()
-        self._child_done = None
+        self._child_done = False
         worker.dispatch(self.command_id, test_ids)
 
     def _track(self, raw: bytes) -> bool:
@@ -235,7 +235,7 @@ class BatchRun:
             if flags & _FILE:
                 control = decode_control(decode_packets(raw)[0])
                 if control is not None and control[0] == WORKER_DONE:
-                    self._child_done = control[1]
+                    self._child_done = True
                     return False
             return True
         if not flags & _RUNNABLE:

@@ -66,7 +66,7 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
     found, unknown = index.resolve(ids)
     result = PacketResult(write, subunit_version=version, capture=channel.capture)
     for test_id in unknown:
-        result.report_missing(test_id, f"testserver: no test with id {test_id!r} was found.")
+        result.report_missing(test_id)
     if options.isolation == "none":
         return _run_in_process(found, result)
     return _run_forked(index, channel, options, write, [test_id for test_id, _ in found])

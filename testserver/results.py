@@ -493,8 +493,13 @@ class PacketResult(unittest.TestResult):
 
     # ------------------------------------------------------------------ process layer
 
-    def report_missing(self, test_id: str, message: str) -> None:
+    def report_missing(self, test_id: str, message: str | None = None) -> None:
         """Report an id that is not in the index: inprogress, a ``reason``, then fail."""
+        if message is None:
+            message = (
+                f"testserver: no test with id {test_id!r} was found. List the tests "
+                "(list-tests, or --list) to see the available ids."
+            )
         now = self._clock()
         parts = [self._status(test_id, "inprogress", now)]
         reason = [("reason", TEXT_MIME, _encode(message) or b"unknown test id")]

@@ -138,6 +138,7 @@ class Server:
             private_fds=self._private_fds,
         )
         self._wakeup_r = self._wakeup_w = -1
+        self._in_process = False  # True while a batch runs in this process: SIGINT interrupts it
         self._listing: tuple[TestIndex, list[bytes]] | None = None
         """The encoded ``exists`` packets of the current index, built at the first listing."""
 
@@ -384,11 +385,7 @@ class Server:
         if unknown:
             reporter = PacketResult(self.write, subunit_version=self.version)
             for test_id in unknown:
-                reporter.report_missing(
-                    test_id,
-                    f"testserver: no test with id {test_id!r} was found. Run list-tests to see "
-                    "the available ids.",
-                )
+                reporter.report_missing(test_id)
         ids = [test_id for test_id, _ in found]
         if self.options.isolation == "none":
             outcome = self._run_in_process(found)
@@ -528,7 +525,6 @@ class Server:
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         os.set_blocking(self._wakeup_w, False)
-        self._in_process = False
         self._old_wakeup = signal.set_wakeup_fd(self._wakeup_w)
         self._old_handlers = {
             number: signal.signal(number, self._on_signal)

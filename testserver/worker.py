@@ -416,15 +416,14 @@ def _run_batch(
     patch_testtools(result)
     if options.interactive_stdin:
         install_stdin(0, lambda: _announce_wait(command.id, result, write))
-    for test_id in unknown:  # the parent resolves first, so this only happens after a reload race
-        result.report_missing(test_id, f"test id {test_id!r} not found in this worker")
-    if should_stop():  # cancelled before the first test started
-        not_run = [test_id for test_id, _ in found]
-    else:
+    for test_id in unknown:  # the parent resolves the batch first: a safety net only
+        result.report_missing(test_id)
+    if not should_stop():  # a cancel that came before the first test runs nothing
         should_stop.running = True
-        not_run = run_tests(found, result, should_stop=should_stop)
+        run_tests(found, result, should_stop=should_stop)
         should_stop.running = False
-    write(encode_control(WORKER_DONE, {"not_run": not_run}, timestamp_ns=time.time_ns()))
+    # The parent works out what did not run from the statuses it forwarded.
+    write(encode_control(WORKER_DONE, {}, timestamp_ns=time.time_ns()))
 
 
 def _announce_wait(command_id: str, result: PacketResult, write: Callable[[bytes], None]) -> None:
