@@ -150,6 +150,8 @@ def test_serve_mode_survives_the_corpus(corpus) -> None:
         assert set(complete["not_run"]) == NOT_RUN
         assert complete["status"] == "incomplete", complete
         assert left_processes(Path(env["HOSTILE_PIDS"])) == []
+        output = b"".join(e["file_bytes"] for e in events if e["file_name"] == "stdout")
+        assert b"thread still talking" in output and b"child still talking" in output
         again = server.request(RunTests("again", (ids[-1], ids[0])))
         assert again.complete["status"] == "ok", again.complete
         assert sorted(again.statuses().values()) == ["success", "success"]

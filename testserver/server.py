@@ -436,6 +436,7 @@ class Server:
             should_stop=lambda: bool(self.signals),
             on_interrupt=lambda: self.signals.append(signal.SIGINT),
         )
+        reaping.sweep(set())  # no workers here: every child left is a test's
         if self.signals:  # left for _handle_signals: SIGTERM must still stop the server
             outcome.status, outcome.message = "cancelled", "the batch was interrupted"
         return outcome
