@@ -92,7 +92,6 @@ def test_stdin_reaches_the_running_test():
         test_id = "estdin.test_stdin.ReadsStdin.test_readline"
         proc.send(RunTests("r", (test_id,)))
         proc.read_until(lambda p: p.status == "inprogress")
-        time.sleep(0.05)
         assert proc.request(Stdin("in", b"typed line\n")).complete["bytes"] == 11
         transcript = proc.wait_complete("r")
         assert transcript.files(test_id, "stdout") == b"read 'typed line\\n'\n"
