@@ -22,11 +22,11 @@ After a warm-up (1 % of the work) and then evenly, it samples from ``/proc``: th
 RSS, open file descriptors and threads, and its descendant processes (the workers and
 anything they started) with their total RSS and descriptors. It prints one row per sample,
 then compares the first three samples with the last three: a metric is **flat** when the
-smallest of the last three is within 5 % (RSS) or equal (counts) of the largest of the first
-three, else **GROWTH**. A transient worker seen by one sample cannot flag growth; a leak,
-which only grows, does. At the end it sends ``quit`` and reports the processes of the
-server's tree still alive. Raw samples go to ``bench/out/soak.json``. Exit status 1 on a wrong
-result, growth, or a process left behind.
+smallest of the last three is within 5 % (RSS), equal (descriptors, threads) or at most one
+above (process counts: a worker in flight) the largest of the first three, else **GROWTH**.
+A transient worker cannot flag growth; a leak, which only grows, does. At the end it sends
+``quit`` and reports the processes of the server's tree still alive. Raw samples go to
+``bench/out/soak.json``. Exit status 1 on a wrong result, growth, or a process left behind.
 """
 
 from __future__ import annotations
@@ -298,13 +298,19 @@ def row(s: Sample) -> str:
 
 
 def verdicts(rows: list[Sample]) -> dict[str, str]:
-    """Per metric: 'flat' or 'GROWTH', comparing the first and the last three samples."""
+    """Per metric: 'flat' or 'GROWTH', comparing the first and the last three samples.
+
+    Process counts may be one above the first samples' largest: a worker forked for the next
+    batch is caught or not, by chance. The descendants' RSS and descriptors are printed, not
+    judged, for the same reason; a leak in a worker shows in the server or in the counts.
+    """
     result = {}
     window = min(3, len(rows))
-    for name in ("rss_mib", "fds", "threads", "children", "descendants", "desc_fds"):
+    allowance = {"rss_mib": 0.0, "fds": 0, "threads": 0, "children": 1, "descendants": 1}
+    for name, extra in allowance.items():
         first = max(getattr(s, name) for s in rows[:window])
         last = min(getattr(s, name) for s in rows[-window:])
-        limit = first * (1 + RSS_TOLERANCE) if name == "rss_mib" else first
+        limit = first * (1 + RSS_TOLERANCE) if name == "rss_mib" else first + extra
         word = "flat" if last <= limit else "GROWTH"
         result[name] = f"{word} (first {first:g}, last {last:g})"
     return result
