@@ -40,6 +40,7 @@ hand, so that a fuzzer reaches the field parser instead of stopping at ``bad-crc
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import re
@@ -260,6 +261,7 @@ def field_seed(packet: bytes) -> bytes:
     return packet[1:3] + bytes([len(body)]) + body
 
 
+@functools.cache
 def seeds(target: str) -> list[bytes]:
     """The corpus seeds of a fuzz target, from the golden vectors in ``spec/vectors/``."""
     name = "frames.json" if target == "frames" else "subunit.json"
