@@ -313,7 +313,17 @@ def verdicts(rows: list[Sample]) -> dict[str, str]:
         limit = first * (1 + RSS_TOLERANCE) if name == "rss_mib" else first + extra
         word = "flat" if last <= limit else "GROWTH"
         result[name] = f"{word} (first {first:g}, last {last:g})"
+    result["rss_mib"] += f"; {trend(rows)}"
     return result
+
+
+def trend(rows: list[Sample]) -> str:
+    """The server's RSS change from the first to the last sample, per 1,000 commands."""
+    first, last = rows[0], rows[-1]
+    commands = (last.batches + last.reloads) - (first.batches + first.reloads)
+    change_kib = (last.rss_mib - first.rss_mib) * 1024
+    per_1000 = change_kib * 1000 / commands if commands else 0.0
+    return f"{change_kib:+.0f} KiB over {commands:,d} batches and cycles, {per_1000:+.0f} per 1,000"
 
 
 def main(argv: list[str] | None = None) -> int:
