@@ -6,9 +6,10 @@ Usage::
     python bench/bench_soak.py --quick    # 300 batches, 30 reload cycles (make bench)
     python bench/bench_soak.py --batches 2000 --reloads 200 --samples 10
 
-It writes a small project to ``bench/out/soak/`` (a passing, a failing, a skipped, a printing
-and a subtest test, and a module ``Edit`` whose helper is rewritten by every reload cycle),
-starts one ``python -m testserver --serve`` on it and talks to it only through the protocol:
+It writes a small project to a new ``bench/out/soak-*/`` (removed at the end): a passing, a
+failing, a skipped, a printing and a subtest test, and a module ``Edit`` whose helper is
+rewritten by every reload cycle. It starts one ``python -m testserver --serve`` on it and
+talks to it only through the protocol:
 
 - a **batch** is one ``run-tests``: every test, or one of three fixed id lists in turn. Each
   completion must be ``ok`` with the same ``ran`` and ``outcomes`` as the first batch of its
@@ -34,7 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +53,6 @@ from testserver.wire.control import RELOAD, decode_control  # noqa: E402
 from testserver.wire.packets import decode_packets  # noqa: E402
 
 OUT = HERE / "out"
-PROJECT = OUT / "soak"
 RSS_TOLERANCE = 0.05
 """RSS counts as flat within 5 %: allocator noise, not a leak of one object per batch."""
 
@@ -103,18 +105,18 @@ class Edit(unittest.TestCase):
 """
 
 
-def write_helper(value: int, extra: int) -> None:
+def write_helper(project: Path, value: int, extra: int) -> None:
     text = f'VALUE = {value}\nNAME = "extra_{extra}"\n'
-    (PROJECT / PKG / "helper.py").write_text(text)
+    (project / PKG / "helper.py").write_text(text)
 
 
-def write_project() -> None:
-    package = PROJECT / PKG
+def write_project(project: Path) -> None:
+    package = project / PKG
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text("")
     (package / "test_fixed.py").write_text(FIXED_MODULE)
     (package / "test_edit.py").write_text(EDIT_MODULE.format(extra=0))
-    write_helper(0, 0)
+    write_helper(project, 0, 0)
 
 
 # -- sampling -----------------------------------------------------------------------------
@@ -207,8 +209,9 @@ class SoakError(AssertionError):
 
 
 class Soak:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, project: Path) -> None:
         self.server = server
+        self.project = project
         self.expected: dict[tuple[int, int], tuple[int, dict]] = {}
         self.generation = 0
         self.restarts = 0
@@ -231,9 +234,9 @@ class Soak:
     def reload_cycle(self) -> None:
         number = self.reloads + 1
         extra = (number // 5) % 3
-        write_helper(number, extra)
+        write_helper(self.project, number, extra)
         if number % 5 == 0:
-            (PROJECT / PKG / "test_edit.py").write_text(EDIT_MODULE.format(extra=extra))
+            (self.project / PKG / "test_edit.py").write_text(EDIT_MODULE.format(extra=extra))
         reply = self.server.request(Reload(f"r{number}"))
         for packet in decode_packets(reply.raw):
             control = decode_control(packet)
@@ -253,13 +256,15 @@ class Soak:
 
 
 def run(batches: int, reloads: int, samples: int) -> tuple[list[Sample], Soak, list[int]]:
-    write_project()
+    OUT.mkdir(exist_ok=True)
+    project = Path(tempfile.mkdtemp(prefix="soak-", dir=OUT))  # concurrent runs do not mix
+    write_project(project)
     argv = [sys.executable, "-m", "testserver", "--serve", "-t", ".", "-s", PKG]
-    server = Server(argv, PROJECT, OUT / "soak-stderr.log")
+    server = Server(argv, project, OUT / f"{project.name}-stderr.log")
     seen: set[int] = set()
     try:
         server.wait_hello()
-        soak = Soak(server)
+        soak = Soak(server, project)
         total = batches + reloads
         warmup = max(1, total // 100)
         marks = {warmup + (total - warmup) * i // samples for i in range(samples + 1)}
@@ -277,6 +282,7 @@ def run(batches: int, reloads: int, samples: int) -> tuple[list[Sample], Soak, l
     finally:
         seen.update(descendants(server.pid)[1])
         server.close()
+        shutil.rmtree(project)
     left = sorted(pid for pid in seen if pid in parents())
     return rows, soak, left
 
