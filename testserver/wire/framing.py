@@ -183,7 +183,8 @@ class FrameDecoder:
         """The received bytes not yet returned as a command (a partial frame), to hand over.
 
         A server that re-executes itself passes these to its successor, which feeds them to
-        a new decoder first. A payload being skipped after an error is not included.
+        a new decoder first. A payload being skipped after an error is not included; while
+        resynchronising, the partial line held is (the successor reads it as a header).
         """
         if self._header is not None:
             return self._header.raw + bytes(self._buffer)
