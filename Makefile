@@ -11,7 +11,7 @@ PIP := $(VPY) -m pip --disable-pip-version-check --quiet
 LINT_PATHS := testserver tests bench examples
 BENCH_SCRIPTS = $(sort $(wildcard bench/bench_*.py))
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench fuzz soak clean
 
 ## demo: install testserver and run examples/demo.py against examples/calc
 demo: $(VENV)/.installed
@@ -30,6 +30,15 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	@test -n "$(BENCH_SCRIPTS)" || { echo "no bench/bench_*.py scripts yet"; exit 1; }
 	set -e; for script in $(BENCH_SCRIPTS); do $(VPY) $$script --quick; done
+
+## fuzz: fuzz the frame and packet decoders, FUZZ_SECONDS each (atheris if installed, else hypothesis)
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.installed-test
+	$(VPY) bench/fuzz_decoders.py --seconds $(FUZZ_SECONDS)
+
+## soak: one server, 10,000 batches and 1,000 reload cycles; RSS, fds and processes sampled
+soak: $(VENV)/.installed
+	nice -n 10 $(VPY) bench/bench_soak.py
 
 ## clean: remove the virtualenv and generated files
 clean:

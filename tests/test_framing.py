@@ -223,35 +223,80 @@ def test_header_error_names_are_only_known_commands() -> None:
 # -- memory: skipped bytes are never buffered ---------------------------------------------
 
 
-def test_payload_too_large_is_skipped_without_buffering() -> None:
+def test_payload_too_large_payload_is_dropped_without_buffering() -> None:
+    """A client that sends a too-large payload: its bytes go, the frame after them decodes."""
     decoder = FrameDecoder(max_payload=1024)
     decoder.receive_data(b"stdin big 10000000\n")
     with pytest.raises(FrameError) as caught:
         decoder.next_event()
     assert caught.value.code == "payload-too-large"
     assert (caught.value.command_name, caught.value.command_id) == ("stdin", "big")
-    chunk = bytes(range(256)) * 16
+    chunk = bytes(range(256)) * 16  # one LF per 256 bytes, never a header
     for _ in range(10_000_000 // len(chunk)):
         decoder.receive_data(chunk)
-        assert decoder.buffered_bytes == 0
         assert decoder.next_event() is NEED_DATA
-        assert decoder.buffered_bytes == 0
+        assert decoder.buffered_bytes < MAX_HEADER_LENGTH
     rest = 10_000_000 % len(chunk)
     decoder.receive_data(chunk[:rest] + b"quit 2 0\nstdin 3 4\n")
-    assert decoder.buffered_bytes <= MAX_HEADER_LENGTH
     assert decoder.next_event() == Quit("2")
     decoder.receive_data(b"abcd")
     assert decoder.next_event() == Stdin("3", b"abcd")
     assert decoder.buffered_bytes == 0
 
 
-def test_payload_too_large_skip_spanning_one_chunk() -> None:
-    decoder = FrameDecoder(max_payload=4)
-    decoder.receive_data(b"stdin 1 9\n012345678quit 2 0\n")
+def test_payload_too_large_long_lines_are_not_buffered() -> None:
+    decoder = FrameDecoder(max_payload=10)
+    decoder.receive_data(b"stdin big 99999999999999999999\n")
     with pytest.raises(FrameError):
         decoder.next_event()
-    assert decoder.buffered_bytes == len(b"quit 2 0\n")
-    assert decoder.next_event() == Quit("2")
+    for _ in range(1000):
+        decoder.receive_data(b"z" * 1000)
+        assert decoder.next_event() is NEED_DATA
+        assert decoder.buffered_bytes == 0
+    decoder.receive_data(b"\nlist-tests 2 0\n")
+    assert decoder.next_event() == ListTests("2")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"run-tests r 99999999999999999999",
+        b"stdin s 100000",
+        b"frob f 100000",
+        b"quit q/q 100000",
+        b"quit q 100000",
+        b"run-tests r 0000000000000100000",
+    ],
+)
+def test_an_over_limit_length_never_swallows_the_session(header: bytes) -> None:
+    """Issue 10.5: whatever else is wrong with it, a LENGTH above the limit costs one error."""
+    lines = b"hello\nnot a frame\n\xff\xfe\nstdin x 99\n" + b"y" * 500 + b"\n"
+    events = decode([header + b"\n" + lines + b"list-tests 2 0\nquit 3 0\n"], max_payload=10)
+    assert summary(events) == [("error", "payload-too-large"), ListTests("2"), Quit("3")]
+
+
+def test_payload_too_large_message_says_the_limit_and_what_to_do() -> None:
+    error = only_error(b"stdin 7 99999999999999999999\n", max_payload=4096)
+    assert "LENGTH 99999999999999999999" in error.message
+    assert "limit of 4096 bytes" in error.message
+    assert "--max-payload" in error.message
+    assert "frames of at most that size" in error.message
+    assert (error.command_name, error.command_id) == ("stdin", "7")
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=400), st.lists(st.integers(min_value=0), max_size=8))
+def test_payload_too_large_costs_one_error_whatever_follows(
+    garbage: bytes, cuts: list[int]
+) -> None:
+    """After an over-limit header, the lines that follow never give errors of their own."""
+    data = b"stdin s 99999999999999999999\n" + garbage
+    outcome = feed(new_decoder(16), split_at(data, cuts))
+    errors = [event for event in outcome if isinstance(event, tuple)]
+    assert errors[0] == ("error", "payload-too-large")
+    commands = [event for event in outcome if not isinstance(event, tuple)]
+    if not commands:
+        assert errors == [("error", "payload-too-large")]
 
 
 def test_header_too_long_is_skipped_without_buffering() -> None:

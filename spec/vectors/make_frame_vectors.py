@@ -372,22 +372,78 @@ def payload_error_vectors() -> list[dict]:
     return [
         vector(
             "payload-too-large",
-            "LENGTH above max_payload: reported at once, the payload is skipped unbuffered.",
+            "LENGTH above max_payload: reported at once; the announced bytes are dropped "
+            "unbuffered and decoding resumes right after them.",
             b"stdin big 17\n0123456789abcdefXquit 2 0\n",
             [err("payload-too-large", "stdin", "big"), cmd("quit", "2")],
             max_payload=16,
         ),
         vector(
             "payload-too-large-default-limit",
-            "The default max_payload is 64 MiB; end of input then cuts the skipped payload.",
+            "The default max_payload is 64 MiB; end of input while dropping gives no 2nd error.",
             b"stdin big 67108865\nabc",
-            [err("payload-too-large", "stdin", "big"), err("truncated", "stdin", "big")],
+            [err("payload-too-large", "stdin", "big")],
         ),
         vector(
             "payload-too-large-20-digits",
-            "The largest LENGTH that parses is still only a payload-too-large error.",
+            "The largest LENGTH that parses is one payload-too-large error, nothing more.",
             b"run-tests r 99999999999999999999\n",
-            [err("payload-too-large", "run-tests", "r"), err("truncated", "run-tests", "r")],
+            [err("payload-too-large", "run-tests", "r")],
+        ),
+        vector(
+            "payload-too-large-next-frame-served",
+            "A wrong LENGTH does not swallow the session: the next header line is decoded.",
+            b"run-tests r 99999999999999999999\nlist-tests 2 0\n",
+            [err("payload-too-large", "run-tests", "r"), cmd("list-tests", "2")],
+        ),
+        vector(
+            "payload-too-large-lines-dropped-silently",
+            "Lines that are not well-formed headers are dropped without errors of their own, "
+            "an over-limit header among them too: one error per over-limit header.",
+            b"stdin s 1000\nhello\n\nnot a frame\nfrob 1 0\nquit 1 5\nstdin t 99\n"
+            + b"y" * 300
+            + b"\nquit 2 0\n",
+            [err("payload-too-large", "stdin", "s"), cmd("quit", "2")],
+            max_payload=16,
+        ),
+        vector(
+            "payload-too-large-payload-line-is-a-header",
+            "The decoder cannot tell a payload line from a frame: a too-large payload's line "
+            "that is a well-formed header ends the drop and is decoded, and the lines after "
+            "it are headers again. Clients keep payloads within max_payload.",
+            b"stdin s 30\nfirst line\nquit q 0\nlast line\n",
+            [
+                err("payload-too-large", "stdin", "s"),
+                cmd("quit", "q"),
+                err("bad-header", None, "line"),
+            ],
+            max_payload=16,
+        ),
+        vector(
+            "payload-too-large-ends-inside-a-line",
+            "The announced bytes end before any LF: decoding resumes right after them.",
+            b"stdin s 5\nabcdelist-tests 2 0\n",
+            [err("payload-too-large", "stdin", "s"), cmd("list-tests", "2")],
+            max_payload=4,
+        ),
+        vector(
+            "payload-too-large-line-crossing-the-end",
+            "A line counts only when its LF is among the announced bytes; here the 5 bytes "
+            "end inside 'quit 1 0' and the decoder resumes with '1 0', a bad header.",
+            b"stdin s 5\nquit 1 0\nquit 2 0\n",
+            [
+                err("payload-too-large", "stdin", "s"),
+                err("bad-header", None, "0"),
+                cmd("quit", "2"),
+            ],
+            max_payload=4,
+        ),
+        vector(
+            "payload-too-large-before-name-check",
+            "LENGTH is checked against max_payload before NAME, ID and payload rules, so no "
+            "bad header ever makes the decoder skip more than max_payload bytes.",
+            b"frob 1 99999999999999999999\nquit x/y 12345678901234\ncancel 3 0\n",
+            [err("payload-too-large", None, "1"), cmd("cancel", "3")],
         ),
         vector(
             "bad-payload-on-quit",

@@ -31,26 +31,30 @@ Decisions (``spec/protocol.md`` states the same rules):
 Errors. :meth:`FrameDecoder.next_event` raises :class:`~testserver.wire.errors.FrameError`
 after skipping the bad bytes; the caller reports it and calls ``next_event()`` again.
 ``code`` is one of :data:`ERROR_CODES`. A complete header line is checked in this order, and
-the first failing check gives the code:
+the first failing check gives the code (:mod:`testserver.wire.frameheaders`):
 
 1. ``bad-header``: the line is not printable ASCII, or not three fields separated by single
    spaces. Decoding resumes at the next line.
 2. ``bad-length``: ``LENGTH`` is not 1 to 20 decimal digits. Decoding resumes at the next
    line.
-3. ``unknown-command``: ``NAME`` is not a command. The payload is skipped.
-4. ``bad-id``: ``ID`` is not a valid command id. The payload is skipped.
-5. ``bad-payload``: a command that takes no payload has ``LENGTH`` > 0. The payload is
+3. ``payload-too-large``: ``LENGTH`` exceeds the decoder's ``max_payload``. The decoder
+   *resynchronises*: it drops the following input line by line, silently, until a line that
+   is a well-formed header (decoded as usual) or the end of the ``LENGTH`` announced bytes
+   (decoding resumes right after them), whichever comes first. So a wrong ``LENGTH`` costs
+   one error and never more than the lines up to the next frame.
+4. ``unknown-command``: ``NAME`` is not a command. The payload is skipped.
+5. ``bad-id``: ``ID`` is not a valid command id. The payload is skipped.
+6. ``bad-payload``: a command that takes no payload has ``LENGTH`` > 0. The payload is
    skipped.
-6. ``payload-too-large``: ``LENGTH`` exceeds the decoder's ``max_payload``. The payload is
-   skipped as it arrives, without being buffered.
 
 These are raised as soon as the header line is complete, so a person typing a frame sees
-the error at once; the payload bytes that follow are then skipped (``LENGTH`` is known, so
-the next frame is read correctly). ``bad-payload`` for a ``run-tests`` payload is raised once
-the whole payload has arrived. ``header-too-long``: no LF within :data:`MAX_HEADER_LENGTH`
-bytes; the decoder skips through the next LF. ``truncated``: end of input inside a frame
-(a partial header line or a partial payload); it is not recoverable, and ``next_event()``
-then returns ``END_OF_INPUT``.
+the error at once; the payload bytes that follow are then skipped (``LENGTH`` <=
+``max_payload`` is known, so the next frame is read correctly). ``bad-payload`` for a
+``run-tests`` payload is raised once the whole payload has arrived. ``header-too-long``: no
+LF within :data:`MAX_HEADER_LENGTH` bytes; the decoder skips through the next LF.
+``truncated``: end of input inside a frame (a partial header line or a partial payload); it
+is not recoverable, and ``next_event()`` then returns ``END_OF_INPUT``. End of input while
+resynchronising gives no further error.
 
 ``FrameError.data`` holds the start of the discarded bytes (at most :data:`MAX_ERROR_DATA`
 bytes; skipped payload bytes are not kept). ``command_name`` is set when the frame's ``NAME``
@@ -66,23 +70,22 @@ many bytes are held.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import NoReturn
 
-from testserver.wire.commands import (
-    COMMAND_TYPES,
-    ID_PATTERN,
-    MAX_ID_LENGTH,
-    Cancel,
-    Command,
-    ListTests,
-    Quit,
-    Reload,
-    RunTests,
-    Stdin,
-)
+from testserver.wire.commands import COMMAND_TYPES, Command, RunTests, Stdin
 from testserver.wire.errors import FrameError, LocalProtocolError
+from testserver.wire.frameheaders import (
+    MAX_HEADER_LENGTH,
+    MAX_LENGTH_DIGITS,
+    NO_PAYLOAD,
+    SYNTAX,
+    BadHeader,
+    Header,
+    is_well_formed,
+    parse_header,
+    quote,
+    salvage,
+)
 from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA, Sentinel
 
 __all__ = [
@@ -95,20 +98,11 @@ __all__ = [
     "encode_command",
 ]
 
-MAX_HEADER_LENGTH = 128
-"""Header line limit, CR LF included: name 10 + id 64 + length 20 + separators fits with room."""
-
-MAX_LENGTH_DIGITS = 20
-"""``LENGTH`` digits: 20 digits hold any 64-bit size, so no real payload is refused."""
-
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 """Default payload limit: far above any test id list or stdin chunk, small enough to buffer."""
 
 MAX_ERROR_DATA = 256
 """Bytes kept in ``FrameError.data``: enough to show a bad frame, never a whole payload."""
-
-MAX_QUOTE = 80
-"""Bytes of received input quoted in an error message, so one message fits a terminal line."""
 
 ERROR_CODES = (
     "bad-header",
@@ -121,14 +115,6 @@ ERROR_CODES = (
     "truncated",
 )
 """Every ``FrameError.code`` the decoder raises."""
-
-NO_PAYLOAD = frozenset({ListTests.name, Cancel.name, Reload.name, Quit.name})
-"""Commands whose ``LENGTH`` must be 0."""
-
-_LENGTH_PATTERN = re.compile(rb"[0-9]{1,%d}" % MAX_LENGTH_DIGITS)
-_PRINTABLE_PATTERN = re.compile(rb"[\x20-\x7e]*")
-_TOKEN_PATTERN = re.compile(rb"[\x21-\x7e]+")
-_SYNTAX = "'NAME ID LENGTH'"
 
 
 def encode_command(command: Command) -> bytes:
@@ -160,41 +146,8 @@ def _encode_test_ids(test_ids: tuple[str, ...]) -> bytes:
         raise LocalProtocolError(f"cannot frame test ids as UTF-8: {error}") from None
 
 
-def _quote(data: bytes) -> str:
-    """``data`` as a bytes literal, shortened to :data:`MAX_QUOTE` bytes."""
-    if len(data) > MAX_QUOTE:
-        return f"{bytes(data[:MAX_QUOTE])!r}..."
-    return repr(bytes(data))
-
-
-def _salvage(line: bytes, *, complete: bool) -> tuple[str | None, str | None]:
-    """The command name and id that can be trusted in a bad or partial header line.
-
-    A field counts only when it is whole: followed by a space, or ending a complete line.
-    The id counts only after a first field of printable ASCII (so not after a tab).
-    """
-    fields = line.split(b" ")
-    if not complete:
-        fields = fields[:-1]
-    name = id_ = None
-    if fields and fields[0].decode("latin-1") in COMMAND_TYPES:
-        name = fields[0].decode("ascii")
-    if len(fields) > 1 and _TOKEN_PATTERN.fullmatch(fields[0]) and ID_PATTERN.match(fields[1]):
-        id_ = fields[1].decode("ascii")
-    return name, id_
-
-
-@dataclass(frozen=True, slots=True)
-class _Header:
-    """A header line that passed every check: what the payload decoder needs."""
-
-    raw: bytes
-    """The header line as received, CR and LF included."""
-    line: bytes
-    """The header line without CR and LF, for messages."""
-    name: str
-    id: str
-    length: int
+def _strip_eol(raw: bytes) -> bytes:
+    return raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
 
 
 class FrameDecoder:
@@ -212,9 +165,13 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._closed = False
         self._finished = False
-        self._header: _Header | None = None
+        self._header: Header | None = None
         self._skip = 0
+        """Payload bytes of a bad frame still to drop (at most ``max_payload``)."""
         self._skip_line = False
+        """Dropping the rest of a line longer than :data:`MAX_HEADER_LENGTH`."""
+        self._resync: int | None = None
+        """While resynchronising after ``payload-too-large``: announced bytes still to come."""
         self._skipped_header = b""
 
     @property
@@ -226,7 +183,8 @@ class FrameDecoder:
         """The received bytes not yet returned as a command (a partial frame), to hand over.
 
         A server that re-executes itself passes these to its successor, which feeds them to
-        a new decoder first. A payload being skipped after an error is not included.
+        a new decoder first. A payload being skipped after an error is not included; while
+        resynchronising, the partial line held is (the successor reads it as a header).
         """
         if self._header is not None:
             return self._header.raw + bytes(self._buffer)
@@ -253,9 +211,11 @@ class FrameDecoder:
         """
         if self._finished:
             return END_OF_INPUT
-        if self._skip or self._skip_line:
+        while self._skip or self._skip_line or self._resync is not None:
             del self._buffer[: self._drop_skipped(self._buffer)]
             if self._skip or self._skip_line:
+                return self._starved()
+            if self._resync is not None and not self._resync_line():
                 return self._starved()
         if self._header is not None:
             return self._read_payload(self._header)
@@ -266,37 +226,69 @@ class FrameDecoder:
     def _drop_skipped(self, data: bytes | bytearray) -> int:
         """Account for skipped bytes at the start of ``data``; return how many to drop."""
         if self._skip_line:
-            end = data.find(b"\n")
-            if end < 0:
-                return len(data)
-            self._skip_line = False
-            return end + 1
+            limit = len(data) if self._resync is None else min(len(data), self._resync)
+            end = data.find(b"\n", 0, limit)
+            count = limit if end < 0 else end + 1
+            self._skip_line = end < 0
+            self._resynced(count)
+            return count
         count = min(self._skip, len(data))
         self._skip -= count
         return count
+
+    def _resynced(self, count: int) -> None:
+        """``count`` more bytes were dropped while resynchronising (if resynchronising)."""
+        if self._resync is not None:
+            self._resync -= count
+            if not self._resync:
+                self._resync = None
+                self._skip_line = False
+
+    def _resync_line(self) -> bool:
+        """Drop one line while resynchronising; return False when more bytes are needed.
+
+        Resynchronising ends before a well-formed header line, or after the announced bytes
+        (a line counts only when its LF is among them); a long line is dropped unbuffered.
+        """
+        left = self._resync
+        assert left is not None
+        end = self._buffer.find(b"\n", 0, min(left, MAX_HEADER_LENGTH))
+        if end >= 0:
+            if is_well_formed(_strip_eol(bytes(self._buffer[: end + 1])), self.max_payload):
+                self._resync = None
+            else:
+                del self._buffer[: end + 1]
+                self._resynced(end + 1)
+            return True
+        if left <= min(len(self._buffer), MAX_HEADER_LENGTH):
+            del self._buffer[:left]
+            self._resync = None
+            return True
+        if len(self._buffer) >= MAX_HEADER_LENGTH:
+            del self._buffer[:MAX_HEADER_LENGTH]
+            self._skip_line = True
+            self._resynced(MAX_HEADER_LENGTH)
+            return True
+        return False
 
     def _starved(self) -> Sentinel:
         """Out of bytes while skipping: wait for more, or report the cut-off payload."""
         if not self._closed:
             return NEED_DATA
         self._finished = True
-        if self._skip_line:
+        if self._skip_line or self._resync is not None:
+            self._buffer.clear()
             return END_OF_INPUT
         line = self._skipped_header
-        name, id_ = _salvage(line, complete=True)
+        name, id_ = salvage(line, complete=True)
         raise FrameError(
-            f"end of input inside the payload of {_quote(line)}: {self._skip} more payload "
+            f"end of input inside the payload of {quote(line)}: {self._skip} more payload "
             "bytes were expected",
             code="truncated",
             recoverable=False,
             command_name=name,
             command_id=id_,
         )
-
-    def _skip_payload(self, line: bytes, length: int) -> None:
-        self._skip = length
-        self._skipped_header = line
-        del self._buffer[: self._drop_skipped(self._buffer)]
 
     # -- headers --------------------------------------------------------------------------
 
@@ -307,10 +299,12 @@ class FrameDecoder:
                 return self._no_header_yet()
             raw = bytes(self._buffer[: end + 1])
             del self._buffer[: end + 1]
-            line = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+            line = _strip_eol(raw)
             if line:
                 break
-        header = self._check_header(raw, line)
+        header = parse_header(raw, line, self.max_payload)
+        if isinstance(header, BadHeader):
+            self._header_error(line, raw, header)
         if header.length == 0 or header.name in NO_PAYLOAD:
             return self._build(header, b"")
         self._header = header
@@ -322,10 +316,10 @@ class FrameDecoder:
             del self._buffer[:MAX_HEADER_LENGTH]
             self._skip_line = True
             del self._buffer[: self._drop_skipped(self._buffer)]
-            name, id_ = _salvage(data, complete=False)
+            name, id_ = salvage(data, complete=False)
             raise FrameError(
-                f"no end of line within {MAX_HEADER_LENGTH} bytes: expected {_SYNTAX}, got "
-                f"{_quote(data)}; the rest of the line is skipped",
+                f"no end of line within {MAX_HEADER_LENGTH} bytes: expected {SYNTAX}, got "
+                f"{quote(data)}; the rest of the line is skipped",
                 code="header-too-long",
                 data=data,
                 command_name=name,
@@ -338,10 +332,10 @@ class FrameDecoder:
             return END_OF_INPUT
         data = bytes(self._buffer)
         self._buffer.clear()
-        name, id_ = _salvage(data, complete=False)
+        name, id_ = salvage(data, complete=False)
         raise FrameError(
-            f"end of input inside a frame header: got {_quote(data)} without a newline; "
-            f"expected {_SYNTAX} ending with a newline",
+            f"end of input inside a frame header: got {quote(data)} without a newline; "
+            f"expected {SYNTAX} ending with a newline",
             code="truncated",
             data=data,
             recoverable=False,
@@ -349,90 +343,27 @@ class FrameDecoder:
             command_id=id_,
         )
 
-    def _check_header(self, raw: bytes, line: bytes) -> _Header:
-        """Parse a non-empty header line or raise the first :class:`FrameError` that applies."""
-        fields = line.split(b" ")
-        if not _PRINTABLE_PATTERN.fullmatch(line) or len(fields) != 3 or not all(fields):
-            self._header_error(line, raw, "bad-header", self._bad_header_reason(line, fields))
-        name_b, id_b, length_b = fields
-        if not _LENGTH_PATTERN.fullmatch(length_b):
-            self._header_error(
-                line,
-                raw,
-                "bad-length",
-                f"LENGTH must be the payload size as 1 to {MAX_LENGTH_DIGITS} decimal digits, "
-                f"got {_quote(length_b)} in {_quote(line)}",
+    def _header_error(self, line: bytes, raw: bytes, bad: BadHeader) -> NoReturn:
+        """Raise ``bad`` as a :class:`FrameError` after setting up its recovery."""
+        if bad.recovery == "line":
+            message = f"{bad.reason}; skipped the line"
+        elif bad.recovery == "resync":
+            self._resync = bad.length
+            message = (
+                f"{bad.reason}; skipped the line, and the input up to the next line that is a "
+                f"well-formed header or the end of the {bad.length} announced bytes"
             )
-        length = int(length_b)
-        name = name_b.decode("ascii")
-        if name not in COMMAND_TYPES:
-            self._header_error(
-                line,
-                raw,
-                "unknown-command",
-                f"unknown command {name!r}; expected one of {', '.join(COMMAND_TYPES)}",
-                skip=length,
-            )
-        if not ID_PATTERN.match(id_b):
-            self._header_error(
-                line,
-                raw,
-                "bad-id",
-                f"bad command id {_quote(id_b)}; use 1 to {MAX_ID_LENGTH} characters of "
-                "A-Z a-z 0-9 . _ : -",
-                skip=length,
-            )
-        if length and name in NO_PAYLOAD:
-            self._header_error(
-                line,
-                raw,
-                "bad-payload",
-                f"{name!r} takes no payload but LENGTH is {length}; "
-                f"send '{name} {id_b.decode('ascii')} 0'",
-                skip=length,
-            )
-        if length > self.max_payload:
-            self._header_error(
-                line,
-                raw,
-                "payload-too-large",
-                f"LENGTH {length} exceeds the limit of {self.max_payload} bytes (send the "
-                "data in several smaller frames)",
-                skip=length,
-            )
-        return _Header(raw, line, name, id_b.decode("ascii"), length)
-
-    @staticmethod
-    def _bad_header_reason(line: bytes, fields: list[bytes]) -> str:
-        bad = _PRINTABLE_PATTERN.match(line).end()  # type: ignore[union-attr]
-        if bad < len(line):
-            what = "a tab" if line[bad : bad + 1] == b"\t" else f"byte {line[bad]:#04x}"
-            return (
-                f"expected {_SYNTAX} in printable ASCII, got {_quote(line)} with {what} "
-                f"at offset {bad}"
-            )
-        if not all(fields):
-            return (
-                f"expected {_SYNTAX} separated by single spaces, got {_quote(line)} with an "
-                "empty field"
-            )
-        return f"expected {_SYNTAX}, got {_quote(line)} with {len(fields)} field(s)"
-
-    def _header_error(
-        self, line: bytes, raw: bytes, code: str, reason: str, *, skip: int | None = None
-    ) -> NoReturn:
-        """Raise ``code`` for a bad header line; skip ``skip`` payload bytes first."""
-        name, id_ = _salvage(line, complete=True)
-        if skip is None:
-            message = f"{reason}; skipped the line"
-        elif skip == 0:
-            message = f"{reason}; skipped the frame"
+        elif bad.length == 0:
+            message = f"{bad.reason}; skipped the frame"
         else:
-            self._skip_payload(line, skip)
-            message = f"{reason}; skipping the frame and its {skip} payload bytes"
+            self._skip = bad.length
+            self._skipped_header = line
+            del self._buffer[: self._drop_skipped(self._buffer)]
+            message = f"{bad.reason}; skipping the frame and its {bad.length} payload bytes"
+        name, id_ = salvage(line, complete=True)
         raise FrameError(
             message,
-            code=code,
+            code=bad.code,
             data=raw[:MAX_ERROR_DATA],
             command_name=name,
             command_id=id_,
@@ -440,7 +371,7 @@ class FrameDecoder:
 
     # -- payloads -------------------------------------------------------------------------
 
-    def _read_payload(self, header: _Header) -> Command | Sentinel:
+    def _read_payload(self, header: Header) -> Command | Sentinel:
         if len(self._buffer) < header.length:
             if not self._closed:
                 return NEED_DATA
@@ -450,7 +381,7 @@ class FrameDecoder:
             self._buffer.clear()
             self._header = None
             raise FrameError(
-                f"end of input inside the payload of {_quote(header.line)}: got {got} of "
+                f"end of input inside the payload of {quote(header.line)}: got {got} of "
                 f"{header.length} payload bytes",
                 code="truncated",
                 data=bytes(data),
@@ -463,14 +394,14 @@ class FrameDecoder:
         self._header = None
         return self._build(header, payload)
 
-    def _build(self, header: _Header, payload: bytes) -> Command:
+    def _build(self, header: Header, payload: bytes) -> Command:
         if header.name == RunTests.name:
             return RunTests(header.id, self._test_ids(header, payload) if payload else ())
         if header.name == Stdin.name:
             return Stdin(header.id, payload)
         return COMMAND_TYPES[header.name](header.id)
 
-    def _test_ids(self, header: _Header, payload: bytes) -> tuple[str, ...]:
+    def _test_ids(self, header: Header, payload: bytes) -> tuple[str, ...]:
         """Split a ``run-tests`` payload into test ids, or raise ``bad-payload``."""
         if b"\0" in payload:
             self._payload_error(header, payload, f"NUL byte at offset {payload.index(0)}")
@@ -495,10 +426,10 @@ class FrameDecoder:
         return tuple(test_ids)
 
     @staticmethod
-    def _payload_error(header: _Header, payload: bytes, reason: str) -> NoReturn:
+    def _payload_error(header: Header, payload: bytes, reason: str) -> NoReturn:
         frame = header.raw + payload[:MAX_ERROR_DATA]
         raise FrameError(
-            f"bad {header.name!r} payload after {_quote(header.line)}: {reason}; expected test "
+            f"bad {header.name!r} payload after {quote(header.line)}: {reason}; expected test "
             "ids in UTF-8, one per line",
             code="bad-payload",
             data=frame[:MAX_ERROR_DATA],
