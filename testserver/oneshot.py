@@ -20,6 +20,7 @@ from testserver.execution import run_tests
 from testserver.loading import TestIndex
 from testserver.results import PacketResult
 from testserver.server import PacketWriter, emit_output, list_packets
+from testserver.subtests import packet_result
 from testserver.wire.packets import file_packets
 from testserver.worker import WorkerOptions, WorkerSpawner
 
@@ -35,6 +36,7 @@ class OneShotOptions:
     test_ids: list[str] | None = None
     isolation: str = "fork"
     subunit_version: str = "2.1"
+    subtests: str = "report"
     timeout: float | None = None
 
 
@@ -64,7 +66,9 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
             return EXIT_IMPORT_ERRORS
         return 0
     found, unknown = index.resolve(ids)
-    result = PacketResult(write, subunit_version=version, capture=channel.capture)
+    result = packet_result(
+        write, subtests=options.subtests, subunit_version=version, capture=channel.capture
+    )
     for test_id in unknown:
         result.report_missing(test_id)
     if options.isolation == "none":
@@ -91,7 +95,11 @@ def _run_in_process(found: list, result: PacketResult) -> int:
 def _run_forked(index, channel, options, write, ids: list[str]) -> int:
     spawner = WorkerSpawner(
         index,
-        WorkerOptions(subunit_version=options.subunit_version, interactive_stdin=False),
+        WorkerOptions(
+            subunit_version=options.subunit_version,
+            interactive_stdin=False,
+            subtests=options.subtests,
+        ),
         private_fds=channel.fds,
     )
     batch = BatchRun(

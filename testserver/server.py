@@ -28,7 +28,7 @@ from testserver.channel import PrivateChannel
 from testserver.execution import run_tests
 from testserver.loading import LoadSpec, TestIndex
 from testserver.results import PacketResult, output_packets
-from testserver.subtests import patch_testtools
+from testserver.subtests import packet_result
 from testserver.wire import control
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
 from testserver.wire.errors import FrameError, LocalProtocolError
@@ -61,6 +61,7 @@ class ServerOptions:
     load: LoadSpec = field(default_factory=LoadSpec)
     isolation: str = "fork"
     subunit_version: str = "2.1"
+    subtests: str = "report"
     timeout: float | None = None
     max_payload: int = DEFAULT_MAX_PAYLOAD
     argv: list[str] = field(default_factory=list)
@@ -134,7 +135,11 @@ class Server:
         self.signals: list[int] = []
         self.spawner = WorkerSpawner(
             index,
-            WorkerOptions(subunit_version=self.version, interactive_stdin=True),
+            WorkerOptions(
+                subunit_version=self.version,
+                interactive_stdin=True,
+                subtests=options.subtests,
+            ),
             private_fds=self._private_fds,
         )
         self._wakeup_r = self._wakeup_w = -1
@@ -416,8 +421,12 @@ class Server:
                 outcome.outcomes[status] += 1
             self.write(data)
 
-        result = PacketResult(write, subunit_version=self.version, capture=self.channel.capture)
-        patch_testtools(result)
+        result = packet_result(
+            write,
+            subtests=self.options.subtests,
+            subunit_version=self.version,
+            capture=self.channel.capture,
+        )
         self._in_process = True
         try:
             run_tests(found, result, should_stop=lambda: bool(self.signals))
