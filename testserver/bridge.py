@@ -11,7 +11,10 @@ a few of its own. ``spec/json-output.md`` section 6 is the normative description
     {"command": "stdin", "data": "p secret\\n"}      (for the test waiting for input)
     {"command": "cancel"}  {"command": "reload"}  {"command": "quit"}
 
-Every command gets one ``{"event": "complete", "id": ..., "command": ..., "status": ...}``;
+Once its server has loaded the tests, and again whenever a new server replaces one that died,
+the bridge writes ``{"event": "ready", "tests": 12, "load_errors": [...], ...}``: an editor
+shows "loading" from the start until then. Every command gets one
+``{"event": "complete", "id": ..., "command": ..., "status": ...}``;
 a line that is not a command gets ``{"event": "error", ...}`` and the bridge goes on. While
 a test runs, what it prints arrives as ``test-output`` events, and when it waits for input
 (a ``(Pdb)`` prompt) a ``stdin-wanted`` event follows.
@@ -300,9 +303,10 @@ class Bridge:
     # -- the main thread: queued commands ------------------------------------------------
 
     def attach(self, client: Client) -> None:
-        """Use ``client`` from now on and start reading its stream."""
+        """Use ``client`` from now on, say it is ready and start reading its stream."""
         with self.lock:
             self.client, self.dead = client, False
+        self.renderer.emit("ready", **ready_fields(client.hello))
         self.pump = threading.Thread(target=self._pump, args=(client,), daemon=True)
         self.pump.start()
 
@@ -557,6 +561,24 @@ class Bridge:
             self.renderer.emit("error", id=None, code="server-died", message=str(error))
         for pending in lost:
             self._fail(pending, "server-died", str(error))
+
+
+def ready_fields(hello: dict[str, Any]) -> dict[str, Any]:
+    """The ``ready`` event's fields, from the server's ``testserver.hello``."""
+    errors = hello.get("discovery_errors") or []
+    return {
+        "server": hello.get("server"),
+        "pid": hello.get("pid"),
+        "tests": hello.get("tests"),
+        "generation": hello.get("generation", 0),
+        "reload": "reload" in (hello.get("capabilities") or ()),
+        "watch_error": hello.get("watch_error"),
+        "load_errors": [
+            {key: error.get(key) for key in ("test_id", "module", "message")}
+            for error in errors
+            if isinstance(error, dict)
+        ],
+    }
 
 
 # -- command line ------------------------------------------------------------------------
