@@ -150,9 +150,15 @@ def test_human_output_is_concise_and_ctrl_c_exits_0(start):
     assert header.endswith("wproj/calc.py changed: running 3 tests")
     summary = watch.expect(lambda line: line.startswith("Ran "))
     failures = watch.seen[watch.seen.index(header) + 1 : -1]
-    assert failures == [
-        "FAIL wproj.test_calc.CalcTest.test_add: AssertionError: 2 != 3",
-        "FAIL wproj.test_calc.CalcTest.test_add_negative: AssertionError: 1 != -2",
+    test_file = watch.root / "wproj" / "test_calc.py"
+    assert failures == [  # the first with its traceback, the others on one line
+        "FAIL wproj.test_calc.CalcTest.test_add (wproj/test_calc.py:8)",
+        "    Traceback (most recent call last):",
+        f'      File "{test_file}", line 8, in test_add',
+        "        self.assertEqual(calc.add(1, 2), 3)",
+        "    AssertionError: 2 != 3",
+        "FAIL wproj.test_calc.CalcTest.test_add_negative (wproj/test_calc.py:11): "
+        "AssertionError: 1 != -2",
     ]
     assert summary.endswith("1 passed, 2 failed — FAILED (failures=2)")
     assert watch.interrupt(group=True) == 0
