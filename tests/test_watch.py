@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import CommandProcess, project_copy, session_processes
+from serverproc import CommandProcess, project_copy, save_as_editors_do, session_processes
 
 from testserver.runmodel import Outcome
 from testserver.watch import (
@@ -61,13 +61,8 @@ class WatchProcess(CommandProcess):
                 tests.append(event)
 
     def edit(self, relative: str, old: str, new: str) -> None:
-        """Save a file the way editors do: write a temporary file, then rename it over."""
-        path = self.root / relative
-        text = path.read_text()
-        assert old in text
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(text.replace(old, new))
-        os.replace(temporary, path)
+        """Save a file of the project the way editors do."""
+        save_as_editors_do(self.root / relative, old, new)
 
     def interrupt(self, *, group: bool) -> int:
         """Ctrl-C: SIGINT to the process group (a terminal) or to watch alone."""

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serverproc import DEFAULT_TIMEOUT, project_copy, session_processes
+from serverproc import DEFAULT_TIMEOUT, project_copy, save_as_editors_do, session_processes
 
 from testserver.tracebacks import frames, import_failure, project_frame
 
@@ -81,12 +81,8 @@ class Terminal:
         os.write(self.master, keys.encode())
 
     def edit(self, relative: str, old: str, new: str) -> None:
-        path = self.root / relative
-        text = path.read_text()
-        assert old in text
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(text.replace(old, new))
-        os.replace(temporary, path)
+        """Save a file of the project the way editors do."""
+        save_as_editors_do(self.root / relative, old, new)
 
     def wait(self) -> int:
         code = self.process.wait(DEFAULT_TIMEOUT)
@@ -174,12 +170,18 @@ def test_keys_run_all_failures_again_and_a_pattern_then_q_quits(terminal):
     assert termios.tcgetattr(watch.slave) == watch.modes_before  # echo and lines are back
 
 
+def run_after_a_save(watch: Terminal, relative: str, old: str, new: str) -> str:
+    """What the run after the first one, caused by this edit, shows."""
+    watch.expect(r"4 passed — OK")
+    watch.edit(relative, old, new)
+    watch.expect(r"running \d+ tests?")
+    return watch.expect(r"Ran \d+ tests?")
+
+
 def test_failures_show_a_traceback_then_one_line_each_with_file_and_line(terminal):
     watch = terminal("--no-color")
-    watch.expect(r"4 passed — OK")
-    watch.edit("wproj/calc.py", "return a + b", "return a - b")
-    watch.expect(r"running 3 tests")
-    failures = watch.expect(r"Ran 3 tests")
+    failures = run_after_a_save(watch, "wproj/calc.py", "return a + b", "return a - b")
+    assert "Ran 3 tests" in failures
     calc = watch.root / "wproj" / "calc.py"
     assert f'File "{calc}", line 2, in add' not in failures  # assertions fail in the tests
     lines = failures.splitlines()
@@ -200,10 +202,7 @@ def test_failures_show_a_traceback_then_one_line_each_with_file_and_line(termina
 
 def test_a_broken_helper_module_shows_file_line_and_source(terminal):
     watch = terminal("--no-color")
-    watch.expect(r"4 passed — OK")
-    watch.edit("wproj/helpers.py", "def double(x):", "def double(x:")
-    watch.expect(r"running \d+ tests?")
-    report = watch.expect(r"Ran \d+ tests?")
+    report = run_after_a_save(watch, "wproj/helpers.py", "def double(x):", "def double(x:")
     lines = report.splitlines()
     [error] = [line for line in lines if line.startswith("ERROR ")]
     assert error.startswith(
