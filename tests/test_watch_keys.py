@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import termios
@@ -176,6 +177,15 @@ def run_after_a_save(watch: Terminal, relative: str, old: str, new: str) -> str:
     watch.edit(relative, old, new)
     watch.expect(r"running \d+ tests?")
     return watch.expect(r"Ran \d+ tests?")
+
+
+def test_a_terminated_watch_restores_the_terminal(terminal):
+    watch = terminal("--no-color")
+    watch.expect(re.escape(HELP))
+    assert termios.tcgetattr(watch.slave) != watch.modes_before  # cbreak while watching
+    watch.process.terminate()
+    assert watch.wait() == 128 + signal.SIGTERM
+    assert termios.tcgetattr(watch.slave) == watch.modes_before
 
 
 def test_failures_show_a_traceback_then_one_line_each_with_file_and_line(terminal):

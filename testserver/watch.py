@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -494,6 +495,11 @@ class Watch:
         self.last = list(selected)
 
 
+def _terminated(number: int, frame: object) -> None:
+    """SIGTERM: exit through the ``finally`` that restores the terminal."""
+    raise SystemExit(128 + number)
+
+
 def _echo(text: str) -> None:
     """Echo the typed pattern on stderr: JSON output on stdout stays JSON."""
     sys.stderr.write(text)
@@ -537,6 +543,8 @@ def main(
     state = Watch(args, renderer, roots)
     watcher = Watcher(roots, poll=args.poll)
     keys = Keys.open(sys.stdin) if stdin_keys else None
+    if keys is not None:  # a kill must not leave the terminal in cbreak mode
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         problem = watcher.start()
         if problem:
