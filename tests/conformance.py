@@ -19,7 +19,11 @@ final outcome. Allowed, documented differences (spec/protocol.md, sections 5.3 a
   strictly (``non_subunit_name=None``): a single raw byte is a conformance failure;
 - a server reports import errors in ``testserver.hello`` (``discovery_errors``), not as an
   ``import errors`` attachment, and has no ``--list`` exit status; its "run exit" is its
-  exit status after ``quit``.
+  exit status after ``quit``;
+- one-shot mode reports a requested test that did not run (``subunit.run`` omits it
+  silently, e.g. the tests of a class whose ``setUpClass`` failed) as a failing test whose
+  traceback starts ``testserver: this test was not run``, and then exits 1: such ids are
+  counted as "not run", not compared, and they excuse that exit status.
 
 As a script::
 
@@ -102,16 +106,31 @@ def is_subtest(test_id: str, listed: frozenset[str]) -> bool:
     return False
 
 
+NOT_RUN_MARK = b"testserver: this test was not run"
+"""How one-shot mode's record of a requested test that did not run begins."""
+
+
 def final_outcomes(events: Iterable[dict], listed: frozenset[str]) -> dict[str, str]:
-    """Last final status per test id, subtests and parser errors left out."""
+    """Last final status per test id, subtests, parser errors and not-run records left out."""
     outcomes: dict[str, str] = {}
+    not_run = not_run_ids(events)
     for event in events:
         test_id, status = event.get("test_id"), event.get("test_status")
-        if not test_id or status in NOT_FINAL or test_id == PARSER_ID:
+        if not test_id or status in NOT_FINAL or test_id == PARSER_ID or test_id in not_run:
             continue
         if not is_subtest(test_id, listed):
             outcomes[test_id] = status
     return outcomes
+
+
+def not_run_ids(events: Iterable[dict]) -> set[str]:
+    """Ids that one-shot mode reported as requested but not run."""
+    return {
+        event["test_id"]
+        for event in events
+        if event.get("file_name") == "traceback"
+        and (event.get("file_bytes") or b"").startswith(NOT_RUN_MARK)
+    }
 
 
 @dataclass
@@ -127,6 +146,7 @@ class Observed:
     run_exists: int = 0
     parser_errors: int = 0
     raw_output_bytes: int = 0
+    not_run: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
 
     def counts(self) -> Counter:
@@ -161,6 +181,7 @@ class Report:
             ("run exit", [_text(o.run_rc) for o in self.observed]),
             ("tests with outcome", [str(len(o.outcomes)) for o in self.observed]),
             *((f"  {s}", [str(o.counts()[s]) for o in self.observed]) for s in statuses),
+            ("not run (explicit)", [str(len(o.not_run)) for o in self.observed]),
             ("exists in run mode", [str(o.run_exists) for o in self.observed]),
             ("parser errors", [str(o.parser_errors) for o in self.observed]),
             ("raw stdout bytes", [str(o.raw_output_bytes) for o in self.observed]),
@@ -229,12 +250,14 @@ def observe_serve(project: Path, args: Sequence[str], *, env: dict | None = None
     observed = Observed(SERVE, (), {}, run_rc=rc)
     if listing.complete.get("status") != "ok":
         observed.problems.append(f"serve: list-tests completed with {listing.complete}")
-    if run.complete.get("status") != "ok":
+    status = run.complete.get("status")
+    if status != "ok" and not (status == "incomplete" and run.complete.get("not_run")):
         observed.problems.append(f"serve: run-tests completed with {run.complete}")
     try:
         _fill(observed, decode(listing.raw), decode(run.raw))
     except Exception as error:
         observed.problems.append(f"serve: not a pure subunit stream: {error!r}")
+    observed.not_run = set(run.complete.get("not_run") or ())
     # serve reports import errors in testserver.hello, not as an attachment to list-tests
     observed.import_errors = bool(server.hello.get("discovery_errors"))
     return observed
@@ -246,6 +269,7 @@ def _fill(observed: Observed, list_events: list[dict], run_events: list[dict]) -
         e.get("file_name") == "import errors" and not e.get("test_id") for e in list_events
     )
     observed.outcomes = final_outcomes(run_events, frozenset(observed.listed))
+    observed.not_run = not_run_ids(run_events)
     observed.run_exists = len(exists_ids(run_events))
     observed.parser_errors = sum(
         1 for e in run_events if e.get("test_id") == PARSER_ID and e.get("test_status") == "fail"
@@ -276,7 +300,12 @@ def compare(reference: Observed, candidate: Observed) -> list[str]:
         )
     if candidate.import_errors != reference.import_errors:
         differences.append(f"import errors attachment: {name} {candidate.import_errors}")
-    if candidate.run_rc is not None and candidate.run_rc != reference.run_rc:
+    excused = candidate.not_run and candidate.run_rc == 1 and reference.run_rc == 0
+    if candidate.not_run & reference.outcomes.keys():
+        differences.append(
+            f"{name} did not run: {_few(candidate.not_run & reference.outcomes.keys())}"
+        )
+    if candidate.run_rc is not None and candidate.run_rc != reference.run_rc and not excused:
         differences.append(
             f"run exit: {reference.runner} {reference.run_rc}, {name} {candidate.run_rc}"
         )

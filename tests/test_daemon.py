@@ -194,7 +194,7 @@ def test_load_list_selects_tests_for_run_and_list(daemon, tmp_path):
         "dbasic.test_one.TestOne.test_a",
     ]
     ran = daemon.client(project, *BASIC_ARGS, "--load-list", str(ids))
-    assert ran.returncode == 0
+    assert ran.returncode == 1  # an unknown id is a requested test that did not run
     assert statuses(ran.stdout) == {
         "dbasic.test_two.TestTwo.test_c": "success",
         "no.such.test": "fail",

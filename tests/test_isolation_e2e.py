@@ -92,7 +92,6 @@ def test_stdin_reaches_the_running_test():
         test_id = "estdin.test_stdin.ReadsStdin.test_readline"
         proc.send(RunTests("r", (test_id,)))
         proc.read_until(lambda p: p.status == "inprogress")
-        time.sleep(0.05)
         assert proc.request(Stdin("in", b"typed line\n")).complete["bytes"] == 11
         transcript = proc.wait_complete("r")
         assert transcript.files(test_id, "stdout") == b"read 'typed line\\n'\n"
@@ -233,4 +232,18 @@ def test_a_hung_worker_dies_with_its_server(server):
         if not alive:
             break
         time.sleep(0.05)
+    assert not alive, f"workers outlived the server: {alive}"
+
+
+def test_a_server_whose_client_is_gone_cancels_and_exits(server):
+    """Closing the server's stdout (the client died) ends a hung batch and the server."""
+    from serverproc import process_stats
+
+    server.send(RunTests("hang", (SLOW + "test_hang",)))
+    server.read_until(lambda p: p.status == "inprogress")
+    workers = [pid for pid, fields in process_stats() if int(fields[1]) == server.proc.pid]
+    server.proc.stdout.close()  # as when the client is killed: nobody reads any more
+    assert server.wait(timeout=10) == 1  # well before the 5 s --timeout plus the hang
+    assert "client closed" in server.proc.stderr.read().decode()
+    alive = [p for p, f in process_stats() if p in workers and f[0] != "Z"]
     assert not alive, f"workers outlived the server: {alive}"

@@ -126,7 +126,7 @@ def test_attachments_are_text(demo):
 def test_summary(demo):
     summary = demo[1][-1]
     assert summary["ok"] is False
-    assert summary["status"] == "ok"
+    assert summary["status"] == "incomplete"  # a requested test did not run
     assert summary["ran"] == 10
     assert summary["outcomes"] == {"success": 3, "fail": 4, "skip": 1, "xfail": 1, "uxsuccess": 1}
     assert summary["errors"] == 1

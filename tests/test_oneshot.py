@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conformance import decode, exists_ids, final_outcomes
+from conformance import decode, exists_ids, final_outcomes, not_run_ids
 from serverproc import PROJECTS, subunit_events
 
 OUT = "ebasic.test_outcomes."
@@ -122,11 +122,17 @@ def test_list_without_import_errors_exits_0():
 # -- running -------------------------------------------------------------------------------
 
 
-def test_a_run_exits_0_with_failures_and_gives_subunit_runs_outcomes():
+NEVER_RUNS = "ebasic.test_fixtures.BrokenClassFixture.test_never_runs"
+"""Its setUpClass fails: subunit.run omits it silently, testserver says it did not run."""
+
+
+def test_a_run_gives_subunit_runs_outcomes_and_names_what_did_not_run():
     reference, ours = both("e2e_basic", *EBASIC)
-    assert ours.returncode == reference.returncode == 0
+    assert reference.returncode == 0
+    assert ours.returncode == 1, "a requested test did not run: never a success"
     listed = frozenset(exists_ids(decode(reference.stdout, strict=False)))
     events = subunit_events(ours.stdout)
+    assert not_run_ids(events) == {NEVER_RUNS}
     outcomes = final_outcomes(events, listed)
     assert outcomes == final_outcomes(decode(reference.stdout, strict=False), listed)
     assert outcomes[OUT + "Outcomes.test_fail"] == "fail"
@@ -156,7 +162,7 @@ def test_load_list_reports_an_unknown_id_as_a_failing_test(tmp_path):
         OUT + "Outcomes.test_pass": "success",
     }
     assert b"no test with id 'no.such.test'" in attachment(events, "no.such.test", "reason")
-    assert ours.returncode == 0
+    assert ours.returncode == 1, "a requested test did not run"
     assert "no.such.test" not in {e.get("test_id") for e in decode(reference.stdout)}
 
 
@@ -275,7 +281,10 @@ def test_names_mode_selects_what_subunit_run_selects(names):
     listed = exists_ids(subunit_events(ours.stdout))
     assert listed and set(listed) == set(exists_ids(decode(reference.stdout)))
     reference, ours = both("e2e_basic", *names)
-    assert ours.returncode == reference.returncode == 0
+    assert reference.returncode == 0
+    not_run = not_run_ids(subunit_events(ours.stdout))
+    assert ours.returncode == (1 if not_run else 0)
+    assert not_run <= {NEVER_RUNS}
     ran = final_outcomes(subunit_events(ours.stdout), frozenset(listed))
     assert ran == final_outcomes(decode(reference.stdout, strict=False), frozenset(listed))
 
@@ -371,9 +380,9 @@ def test_subunit_version_2_1_is_the_default_and_flags_subtests():
 
 @pytest.mark.parametrize("isolation", ["fork", "none"])
 def test_ctrl_c_stops_a_one_shot_run_at_the_hanging_test(isolation):
-    """Ctrl-C fails the running test, runs nothing more, and exits 1 (both isolations)."""
+    """Ctrl-C fails the running test, runs nothing more, and exits 1 (both isolations); the
+    test it kept from running is reported as not run."""
     import signal
-    import time
 
     argv = [sys.executable, "-m", "testserver", "discover", "-t", ".", "-s", "ecrash"]
     argv += ["--isolation", isolation, "-k", "Slow"]
@@ -384,9 +393,19 @@ def test_ctrl_c_stops_a_one_shot_run_at_the_hanging_test(isolation):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.5)
+    out = bytearray()
+    while b"ecrash.test_crashes.Slow.test_hang" not in out:  # its inprogress: it is running
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        assert chunk, "the run ended before the hanging test started"
+        out += chunk
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    rest, _ = proc.communicate(timeout=20)
+    out += rest
     assert proc.returncode == 1
-    statuses = {e["test_id"]: e["test_status"] for e in subunit_events(out) if e["test_status"]}
-    assert statuses == {"ecrash.test_crashes.Slow.test_hang": "fail"}, statuses
+    events = subunit_events(bytes(out))
+    statuses = {e["test_id"]: e["test_status"] for e in events if e["test_status"]}
+    assert statuses == {
+        "ecrash.test_crashes.Slow.test_hang": "fail",
+        "ecrash.test_crashes.Slow.test_quick": "fail",
+    }, statuses
+    assert not_run_ids(events) == {"ecrash.test_crashes.Slow.test_quick"}

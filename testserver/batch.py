@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from testserver.capture import OutputCapture
+from testserver.execution import run_tests
 from testserver.results import TRACEBACK_MIME, output_packets
+from testserver.subtests import packet_result
 from testserver.wire.control import decode_control
 from testserver.wire.events import FINAL_STATUSES, STATUSES
 from testserver.wire.packets import decode_packets, encode_status, file_packets
 from testserver.worker import (
     READ_SIZE,
     WORKER_DONE,
+    CorruptStream,
     WorkerHandle,
     WorkerSpawner,
     describe_exit,
@@ -53,6 +56,9 @@ def never_finished(requested: list[str], finished: collections.Counter[str]) -> 
             missing.append(test_id)
     return missing
 
+
+EXIT_CHECK_SECONDS = 0.1
+"""Without a pidfd, how often a running worker is checked for an exit."""
 
 CANCEL_GRACE_SECONDS = 2.0
 """How long a cancelled worker may take to stop by itself before it is killed."""
@@ -127,8 +133,12 @@ class BatchRun:
         self._dispatch(self.tests)
 
     def fds(self) -> list[int]:
-        """Fds to wait on for reading."""
-        return [self._worker.events_r] if self._worker is not None else []
+        """Fds to wait on for reading: the worker's events, and its exit where Linux can
+        say it (a pidfd: a child of a test may hold the events pipe open after a crash)."""
+        worker = self._worker
+        if worker is None:
+            return []
+        return [worker.events_r] if worker.pidfd < 0 else [worker.events_r, worker.pidfd]
 
     def stdin_fd(self) -> int | None:
         """The worker's stdin fd when there are bytes waiting to be written to it."""
@@ -144,43 +154,90 @@ class BatchRun:
             deadlines.append(self._cancel_deadline)
         if self.timeout is not None and self._current is not None:
             deadlines.append(self._current_started + self.timeout)
+        if self._worker is not None and self._worker.pidfd < 0:
+            deadlines.append(self.clock() + EXIT_CHECK_SECONDS)  # no pidfd: look now and then
         return min(deadlines) if deadlines else None
 
     def on_readable(self) -> None:
-        """The worker's event pipe is readable: forward its packets."""
+        """The worker's events pipe is readable, or it exited: forward its packets."""
         worker = self._worker
-        assert worker is not None
+        if worker is None:
+            return
         try:
             data = os.read(worker.events_r, READ_SIZE)
-        except OSError as error:
-            if error.errno != errno.EINTR:
-                raise
+        except BlockingIOError:
+            data = None
+        except InterruptedError:
             return
         if not data:
-            self._on_worker_exit()
+            if data is not None or worker.exited():  # end of the pipe, or the worker is gone
+                self._drain_and_exit(worker)
             return
+        self._take(worker, data)
+
+    def _drain_and_exit(self, worker: WorkerHandle) -> None:
+        """The worker has exited: forward what it wrote before, then deal with its end."""
+        while self._worker is worker:
+            try:
+                data = os.read(worker.events_r, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                data = b""
+            if not data:
+                self._on_worker_exit()
+                return
+            self._take(worker, data)
+
+    def _take(self, worker: WorkerHandle, data: bytes) -> None:
         self._buffer += data
-        forward = []
-        for raw in split_packets(self._buffer):
-            if self._track(raw):
-                forward.append(raw)
+        try:
+            packets = split_packets(self._buffer)
+        except CorruptStream as error:
+            self._forward(worker, error.packets)
+            if self._worker is worker:
+                self._on_corrupt(worker, error)
+            return
+        self._forward(worker, packets)
+
+    def _forward(self, worker: WorkerHandle, packets: list[bytes]) -> None:
+        """Track and forward good packets; finish when the worker says it is done."""
+        forward = [raw for raw in packets if self._track(raw, worker)]
         if forward:
             self.write(b"".join(forward))
         if self._child_done:
             self._worker_done(worker)
 
     def _worker_done(self, worker: WorkerHandle) -> None:
-        """The worker finished its batch: complete now, let it exit in the background."""
+        """The worker finished its batch: end its process group (whatever its tests left
+        running), report the output written after the last test, and complete; the worker
+        is reaped in the background."""
+        worker.kill_group()
         stdout, stderr = worker.leftover_output()
         self._report_outside_tests(stdout, stderr)
         self.spawner.retire(worker)
         self._worker = None
         self._finish()
 
+    def _on_corrupt(self, worker: WorkerHandle, error: CorruptStream) -> None:
+        """A test wrote into the worker's events pipe: nothing more from it can be trusted."""
+        worker.kill_group()
+        self._buffer.clear()
+        cause = (
+            f"was stopped: a test wrote into testserver's private result pipe ({error.reason}; "
+            f"first bytes {error.sample[:32]!r}), so its later results could not be trusted"
+        )
+        worker.reap()
+        self._on_crash(worker, cause=cause)
+
     def on_deadline(self) -> None:
         """A timeout or the cancel grace period has passed: kill the worker."""
+        worker = self._worker
+        if worker is not None and worker.pidfd < 0 and worker.exited():
+            self._drain_and_exit(worker)
+            return
+        if self._worker is not None and not self._deadline_passed():
+            return
         if self._worker is not None:
-            self._worker.signal(signal.SIGKILL)
+            self._worker.kill_group()
 
     def on_stdin_writable(self) -> None:
         """Write pending ``stdin`` bytes to the worker without blocking."""
@@ -207,7 +264,7 @@ class BatchRun:
             return
         self.cancelled = True
         if self._worker is not None:
-            self._worker.signal(signal.SIGINT)
+            self._worker.cancel()
             self._cancel_deadline = self.clock() + CANCEL_GRACE_SECONDS
 
     def send_stdin(self, data: bytes) -> None:
@@ -219,8 +276,19 @@ class BatchRun:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _deadline_passed(self) -> bool:
+        now = self.clock()
+        if self._cancel_deadline is not None and now >= self._cancel_deadline:
+            return True
+        return (
+            self.timeout is not None
+            and self._current is not None
+            and now >= self._current_started + self.timeout
+        )
+
     def _dispatch(self, test_ids: list[str]) -> None:
         worker = self.spawner.take()
+        os.set_blocking(worker.events_r, False)
         if worker.stdin_w is not None:
             os.set_blocking(worker.stdin_w, False)
         self._worker = worker
@@ -228,14 +296,14 @@ class BatchRun:
         self._child_done = False
         worker.dispatch(self.command_id, test_ids)
 
-    def _track(self, raw: bytes) -> bool:
+    def _track(self, raw: bytes, worker: WorkerHandle) -> bool:
         """Update what we know from one worker packet; return True to forward it."""
         flags = (raw[1] << 8) | raw[2]
         if not flags & _TEST_ID:
             if flags & _FILE:
                 control = decode_control(decode_packets(raw)[0])
                 if control is not None and control[0] == WORKER_DONE:
-                    self._child_done = True
+                    self._child_done = self._child_done or worker.is_done_event(control[1])
                     return False
             return True
         if not flags & _RUNNABLE:
@@ -269,16 +337,19 @@ class BatchRun:
     def _on_worker_exit(self) -> None:
         worker = self._worker
         assert worker is not None
-        if self._buffer:
-            self.write(bytes(self._buffer))  # a partial packet can only come from a crash
-            self._buffer.clear()
-        self._on_crash(worker, worker.reap())
+        partial = len(self._buffer)  # an unfinished packet: never forwarded
+        self._buffer.clear()
+        worker.kill_group()
+        status = worker.reap()
+        cause = describe_exit(status)
+        if partial:
+            cause += f" in the middle of a packet ({partial} bytes dropped)"
+        self._on_crash(worker, cause=cause)
 
-    def _on_crash(self, worker: WorkerHandle, status: int) -> None:
+    def _on_crash(self, worker: WorkerHandle, *, cause: str) -> None:
         stdout, stderr = worker.leftover_output()
         self.spawner.release(worker)
         self._worker = None
-        cause = describe_exit(status)
         if self.cancelled:
             cause = f"cancelled ({cause} after the cancel request)"
         elif (
@@ -341,3 +412,41 @@ class BatchRun:
         if self.cancelled:
             self.outcome.status = "cancelled"
             self.outcome.message = "the batch was cancelled"
+
+
+def run_in_process(
+    found: list,
+    write: Callable[[bytes], None],
+    capture: OutputCapture,
+    *,
+    subunit_version: str,
+    should_stop: Callable[[], bool],
+    on_interrupt: Callable[[], None],
+    subtests: str = "report",
+) -> BatchOutcome:
+    """Run ``found`` (``(id, test)`` pairs) in this process (``--isolation none``).
+
+    Inside a test SIGINT is Python's own ``KeyboardInterrupt``, as under unittest; one that
+    the test does not handle calls ``on_interrupt`` and ends the batch, like a typed Ctrl-C
+    (in one process the two cannot be told apart).
+    """
+    outcome = BatchOutcome(outcomes=dict.fromkeys(sorted(FINAL_STATUSES), 0))
+    finished: collections.Counter[str] = collections.Counter()
+
+    def tracking_write(data: bytes) -> None:
+        for test_id, status in finished_tests(data):
+            finished[test_id] += 1
+            outcome.outcomes[status] += 1
+        write(data)
+
+    result = packet_result(
+        tracking_write, subtests=subtests, subunit_version=subunit_version, capture=capture
+    )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run_tests(found, result, should_stop=should_stop, on_interrupt=on_interrupt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    outcome.ran = sum(outcome.outcomes.values())
+    outcome.not_run = never_finished([test_id for test_id, _ in found], finished)
+    return outcome

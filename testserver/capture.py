@@ -17,9 +17,12 @@ import fcntl
 import io
 import os
 import sys
+import tempfile
 from typing import TextIO
 
-__all__ = ["OutputCapture", "read_leftover"]
+from testserver.fds import PRIVATE_FD_MIN, make_private
+
+__all__ = ["OutputCapture", "capture_file", "read_leftover"]
 
 READ_SLACK = 4096
 """Read this much past the size ``fstat`` gave, for bytes written in between: one pread."""
@@ -82,6 +85,13 @@ def _drain(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def capture_file() -> int:
+    """An unlinked temporary file for captured output, as a private descriptor."""
+    fd, path = tempfile.mkstemp(prefix="testserver-capture-")
+    os.unlink(path)
+    return make_private(fd)
+
+
 def read_leftover(fd: int) -> bytes:
     """Parent side: read what a dead child left in a capture file, then empty the file."""
     return _drain(fd)
@@ -96,7 +106,7 @@ class OutputCapture:
     :meth:`install` / :meth:`uninstall` or the object as a context manager.
     """
 
-    def __init__(self, stdout_fd: int, stderr_fd: int) -> None:
+    def __init__(self, stdout_fd: int, stderr_fd: int, *, stdin_source: int | None = None) -> None:
         if min(stdout_fd, stderr_fd) <= 2 or stdout_fd == stderr_fd:
             raise ValueError(
                 f"capture files need two distinct fds above 2, got {stdout_fd} and {stderr_fd}: "
@@ -104,6 +114,11 @@ class OutputCapture:
             )
         self.stdout_fd = stdout_fd
         self.stderr_fd = stderr_fd
+        self._targets = [(1, stdout_fd), (2, stderr_fd)]
+        """``(fd, what it must point at)`` for :meth:`repair`; fd 0 too with ``stdin_source``."""
+        if stdin_source is not None:
+            self._targets.insert(0, (0, stdin_source))
+        self._identities = [_identity(source) for _, source in self._targets]
         self._saved: tuple[int | None, int | None, TextIO, TextIO] | None = None
         self._streams: tuple[io.TextIOWrapper, io.TextIOWrapper] | None = None
 
@@ -112,13 +127,16 @@ class OutputCapture:
         """True between :meth:`install` and :meth:`uninstall`."""
         return self._saved is not None
 
-    def install(self) -> None:
-        """Flush, ``dup2`` the files onto fds 1 and 2, and replace sys.stdout/sys.stderr."""
+    def install(self, *, save: bool = True) -> None:
+        """Flush, ``dup2`` the files onto fds 1 and 2, and replace sys.stdout/sys.stderr.
+
+        ``save=False`` (a worker, which never uninstalls) keeps no copy of the old fds.
+        """
         if self._saved is not None:
             raise RuntimeError("OutputCapture.install() called twice; uninstall() first")
         _flush(sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
-        saved_out = _dup_or_none(1)
-        saved_err = _dup_or_none(2)
+        saved_out = _dup_or_none(1) if save else None
+        saved_err = _dup_or_none(2) if save else None
         try:
             os.dup2(self.stdout_fd, 1)
             os.dup2(self.stderr_fd, 2)
@@ -129,6 +147,17 @@ class OutputCapture:
         self._saved = (saved_out, saved_err, sys.stdout, sys.stderr)
         self._streams = (_text_writer(1), _text_writer(2))
         sys.stdout, sys.stderr = self._streams
+
+    def repair(self) -> None:
+        """Point fds 0-2 back where they belong if a test closed or replaced them.
+
+        Called before each test: a test that closed its stdout must not cost the next
+        test its output (under unittest it would, but there the next test is not ours).
+        """
+        for (fd, source), identity in zip(self._targets, self._identities):
+            if _identity(fd) != identity:
+                with contextlib.suppress(OSError):
+                    os.dup2(source, fd)
 
     def take(self) -> tuple[bytes, bytes]:
         """Flush Python's streams and return ``(stdout, stderr)`` written since the last take."""
@@ -164,13 +193,23 @@ class OutputCapture:
         self.uninstall()
 
 
-def _dup_or_none(fd: int) -> int | None:
-    """Duplicate ``fd`` above 2 (non-inheritable), or None when it is not open.
+def _identity(fd: int) -> tuple[int, int] | None:
+    """``(device, inode)`` of what ``fd`` points at, or None when it is closed."""
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
-    Above 2: with fd 2 closed, a plain ``dup(1)`` would return 2 and be overwritten.
+
+def _dup_or_none(fd: int) -> int | None:
+    """Duplicate ``fd`` into the private range (non-inheritable), or None when it is not open.
+
+    Private: with fd 2 closed, a plain ``dup(1)`` would return 2 and be overwritten, and a
+    low number would be in the way of the tests' own descriptors.
     """
     try:
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, PRIVATE_FD_MIN)
     except OSError:
         return None
 

@@ -1,18 +1,20 @@
 """The private protocol channel: packets and commands on fds no test can reach.
 
-At startup the server duplicates the real stdin, stdout and stderr, then points fd 0 at
-``/dev/null`` and fds 1 and 2 at capture files. From then on a stray ``print``, a C extension
-or a child process writes into the capture (and becomes an attachment), never into the stream.
+At startup the server duplicates the real stdin, stdout and stderr into the private range
+(:mod:`testserver.fds`, close-on-exec), then points fd 0 at ``/dev/null`` and fds 1 and 2 at
+capture files. From then on a stray ``print``, a C extension or a child process writes into
+the capture (and becomes an attachment), never into the stream; and a worker closes the
+private descriptors before it runs a test.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from testserver.capture import OutputCapture
+from testserver.capture import OutputCapture, capture_file
+from testserver.fds import SuiteFds, is_open, make_private
 
 
 @dataclass
@@ -26,10 +28,8 @@ class PrivateChannel:
     log_fd: int
     """A duplicate of the real stderr: diagnostics for humans."""
     capture: OutputCapture
-
-    def fds(self) -> list[int]:
-        """The private fds, which forked workers must close."""
-        return [self.commands_fd, self.packets_fd, self.log_fd]
+    suite_fds: SuiteFds = field(default_factory=SuiteFds)
+    """The descriptors that belong to the tests (inherited, or opened by their imports)."""
 
     def restore_stdio(self) -> None:
         """Put the real stdin, stdout and stderr back on fds 0, 1 and 2 (before an exec)."""
@@ -46,12 +46,6 @@ class PrivateChannel:
             pass
 
 
-def _capture_file() -> int:
-    fd, path = tempfile.mkstemp(prefix="testserver-capture-")
-    os.unlink(path)
-    return fd
-
-
 def open_private_channel() -> PrivateChannel:
     """Take fds 0, 1 and 2 for the protocol and install output capture on 1 and 2."""
     for stream in (sys.stdout, sys.stderr):
@@ -59,20 +53,13 @@ def open_private_channel() -> PrivateChannel:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
-    commands_fd = os.dup(0) if _is_open(0) else os.open(os.devnull, os.O_RDONLY)
-    packets_fd = os.dup(1)
-    log_fd = os.dup(2) if _is_open(2) else os.open(os.devnull, os.O_WRONLY)
+    suite_fds = SuiteFds.at_startup()
+    commands_fd = make_private(os.dup(0) if is_open(0) else os.open(os.devnull, os.O_RDONLY))
+    packets_fd = make_private(os.dup(1))
+    log_fd = make_private(os.dup(2) if is_open(2) else os.open(os.devnull, os.O_WRONLY))
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    capture = OutputCapture(_capture_file(), _capture_file())
+    capture = OutputCapture(capture_file(), capture_file())
     capture.install()
-    return PrivateChannel(commands_fd, packets_fd, log_fd, capture)
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
+    return PrivateChannel(commands_fd, packets_fd, log_fd, capture, suite_fds)

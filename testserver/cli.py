@@ -231,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.name_patterns:  # exactly unittest's -k: import failures stay listed
         loader.testNamePatterns = [p if "*" in p else f"*{p}*" for p in args.name_patterns]
     try:
-        index = load(args.load, loader=loader)
+        with channel.suite_fds.during():
+            index = load(args.load, loader=loader)
     except (ImportError, ValueError, TypeError, OSError) as error:
         channel.log(f"cannot load tests: {error}")
         return EXIT_USAGE

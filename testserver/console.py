@@ -136,7 +136,7 @@ class HumanRenderer(Renderer):
         self.column = 0
 
     def finish(self, tally: Tally) -> None:
-        if tally.complete.get("status") == "ok":
+        if tally.complete.get("status") in ("ok", "incomplete"):  # the batch ran to its end
             self.done = self.total or 0  # tests skipped by a failed fixture never report
         if self.column:
             self._end_line()

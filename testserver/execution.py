@@ -11,7 +11,9 @@ Three things end a suite early, and each is handled here rather than in the call
   test) or ``result.shouldStop`` is set (failfast). The tests not started are returned.
 - ``KeyboardInterrupt`` escaping the suite. If ``should_stop()`` is true it is a cancel:
   the interrupted test is failed with ``"cancelled: ..."`` and the rest is returned.
-  Otherwise the test itself raised it: the test fails and the batch goes on.
+  Otherwise the test itself raised it (a SIGINT it sent itself, say): the test fails and
+  the batch goes on. In the server's own process (``on_interrupt`` given) a typed Ctrl-C
+  and a test's own SIGINT cannot be told apart: one that escapes its test is a cancel.
 - any other exception escaping the suite (``SystemExit`` from a ``setUpClass``, which
   unittest only guards against ``Exception``): the test at that point fails, the batch
   goes on.
@@ -40,11 +42,14 @@ def run_tests(
     result: PacketResult,
     *,
     should_stop: Callable[[], bool] = _never,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> list[str]:
     """Run ``tests`` (``(id, test)`` pairs) in order; return the ids that were not run.
 
     Not run means not started because the run stopped: ``should_stop()`` became true or
-    ``result.shouldStop`` was set. Tests not run are not reported. After a stop the
+    ``result.shouldStop`` was set. Tests not run are not reported. ``on_interrupt``, when
+    given, makes a ``KeyboardInterrupt`` that escapes a test a cancel: it is called, and
+    ``should_stop()`` must be true from then on. After a stop the
     returned ids may include tests that unittest skipped silently just before it because
     their ``setUpClass`` / ``setUpModule`` had failed (that failure is reported on its own).
     Output captured after the last test (fixture teardowns) is written as global packets.
@@ -59,6 +64,8 @@ def run_tests(
             try:
                 suite.run(result)
             except BaseException as escaped:  # reported as the test's failure, see _recover
+                if isinstance(escaped, KeyboardInterrupt) and on_interrupt is not None:
+                    on_interrupt()
                 rest, not_run = _recover(pending, suite, result, escaped, should_stop)
                 if not_run is not None:
                     return not_run

@@ -38,7 +38,10 @@ class WaitingStdin(io.RawIOBase):
         return self._fd
 
     def isatty(self) -> bool:
-        return False
+        try:
+            return os.isatty(self._fd)
+        except OSError:
+            return False
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         if _would_block(self._fd):

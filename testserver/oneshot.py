@@ -4,6 +4,7 @@
 writing plain subunit v2 (2.1 for subtests) with no control events, then exits 0, or 2 when
 listing finds import errors (after an ``import errors`` attachment), as ``subunit.run`` does.
 Tests still run in a forked worker, so a test that kills its process is reported, not fatal.
+A requested test that did not run gets an explicit failing record, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import signal
 import time
 from dataclasses import dataclass
 
-from testserver.batch import BatchRun
+from testserver import reaping
+from testserver.batch import BatchOutcome, BatchRun, run_in_process
 from testserver.channel import PrivateChannel
-from testserver.execution import run_tests
+from testserver.fds import make_private
 from testserver.loading import TestIndex
 from testserver.results import PacketResult
 from testserver.server import PacketWriter, emit_output, list_packets
@@ -26,6 +28,10 @@ from testserver.worker import WorkerOptions, WorkerSpawner
 
 EXIT_IMPORT_ERRORS = 2
 """Exit status of ``--list`` when a module failed to import (as ``subunit.run``)."""
+
+EXIT_NOT_RUN = 1
+"""Exit status of a run in which a requested test did not run (interrupted, unknown id,
+a failed fixture, a broken ``TestCase.run``): never 0 then."""
 
 
 @dataclass
@@ -48,23 +54,8 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
     emit_output(write, stdout, stderr, version)
     ids = list(index.ids) if options.test_ids is None else options.test_ids
     if options.list_only:
-        listed = [i for i in ids if i in index]
-        for chunk in list_packets(listed, version):
-            write(chunk)
-        if index.errors:
-            text = "\n".join(error.traceback for error in index.errors).encode("utf-8")
-            write(
-                b"".join(
-                    file_packets(
-                        "import errors",
-                        text,
-                        mime_type="text/plain;charset=utf8",
-                        subunit_version=version,
-                    )
-                )
-            )
-            return EXIT_IMPORT_ERRORS
-        return 0
+        return _list(index, ids, write, version)
+    reaping.become_subreaper()  # orphans of tests come back here, to be ended
     found, unknown = index.resolve(ids)
     result = packet_result(
         write, subtests=options.subtests, subunit_version=version, capture=channel.capture
@@ -72,27 +63,63 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
     for test_id in unknown:
         result.report_missing(test_id)
     if options.isolation == "none":
-        return _run_in_process(found, result)
-    return _run_forked(index, channel, options, write, [test_id for test_id, _ in found])
+        interrupted: list[int] = []
+        outcome = run_in_process(
+            found,
+            write,
+            channel.capture,
+            subunit_version=version,
+            should_stop=lambda: bool(interrupted),
+            on_interrupt=lambda: interrupted.append(signal.SIGINT),
+            subtests=options.subtests,
+        )
+        reaping.sweep(set())
+        cancelled = bool(interrupted)
+    else:
+        outcome, cancelled = _run_forked(index, channel, options, write, [i for i, _ in found])
+    _report_not_run(result, outcome.not_run, cancelled)
+    return EXIT_NOT_RUN if (cancelled or outcome.not_run or unknown) else 0
 
 
-def _run_in_process(found: list, result: PacketResult) -> int:
-    """Run in this process; Ctrl-C interrupts the running test and stops the run (exit 1)."""
-    interrupted: list[int] = []
+def _list(index: TestIndex, ids: list[str], write: PacketWriter, version: str) -> int:
+    listed = [i for i in ids if i in index]
+    for chunk in list_packets(listed, version):
+        write(chunk)
+    if not index.errors:
+        return 0
+    text = "\n".join(error.traceback for error in index.errors).encode("utf-8")
+    write(
+        b"".join(
+            file_packets(
+                "import errors",
+                text,
+                mime_type="text/plain;charset=utf8",
+                subunit_version=version,
+            )
+        )
+    )
+    return EXIT_IMPORT_ERRORS
 
-    def on_sigint(number: int, frame: object) -> None:
-        interrupted.append(number)
-        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        run_tests(found, result, should_stop=lambda: bool(interrupted))
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return 1 if interrupted else 0
+def _report_not_run(result: PacketResult, not_run: list[str], cancelled: bool) -> None:
+    """An explicit failing record for each requested test that did not run.
+
+    Consumers of ``subunit.run`` streams (testr, stestr, subunit2junitxml) know no
+    "not run": without a record they would count nothing, and the run would look green.
+    """
+    if cancelled:
+        reason = "the run was interrupted before it started"
+    else:
+        reason = (
+            "the run ended without a result for it: its class or module fixture failed "
+            "(reported as its own error), or something replaced or broke unittest's "
+            "TestCase.run"
+        )
+    for test_id in dict.fromkeys(not_run):
+        result.report_failure(test_id, f"testserver: this test was not run: {reason}.\n")
 
 
-def _run_forked(index, channel, options, write, ids: list[str]) -> int:
+def _run_forked(index, channel, options, write, ids: list[str]) -> tuple[BatchOutcome, bool]:
     spawner = WorkerSpawner(
         index,
         WorkerOptions(
@@ -100,7 +127,7 @@ def _run_forked(index, channel, options, write, ids: list[str]) -> int:
             interactive_stdin=False,
             subtests=options.subtests,
         ),
-        private_fds=channel.fds,
+        suite_fds=channel.suite_fds.still_open,
     )
     batch = BatchRun(
         "oneshot",
@@ -111,7 +138,7 @@ def _run_forked(index, channel, options, write, ids: list[str]) -> int:
         subunit_version=options.subunit_version,
     )
     interrupted: list[int] = []
-    wake_r, wake_w = os.pipe()
+    wake_r, wake_w = (make_private(fd) for fd in os.pipe())
     os.set_blocking(wake_w, False)
     previous_wakeup = signal.set_wakeup_fd(wake_w)
     previous = signal.signal(signal.SIGINT, lambda number, frame: interrupted.append(number))
@@ -136,5 +163,5 @@ def _run_forked(index, channel, options, write, ids: list[str]) -> int:
         signal.set_wakeup_fd(previous_wakeup)
         os.close(wake_r)
         os.close(wake_w)
-        spawner.close()
-    return 1 if batch.cancelled else 0
+        spawner.close()  # waits for the worker and ends every process its tests left
+    return batch.outcome, batch.cancelled

@@ -220,6 +220,7 @@ class PacketResult(unittest.TestResult):
         if self._open is not None:
             self._stack.append(self._open)
         elif self.capture is not None:
+            self.capture.repair()
             pending = self._global_output()
         test_id = test.id()
         now = self._clock()

@@ -18,21 +18,20 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from testserver import __version__
-from testserver.batch import BatchOutcome, BatchRun, finished_tests, never_finished
+from testserver import __version__, reaping
+from testserver.batch import BatchOutcome, BatchRun, run_in_process
 from testserver.channel import PrivateChannel
-from testserver.execution import run_tests
+from testserver.fds import make_private
 from testserver.loading import LoadSpec, TestIndex
 from testserver.results import PacketResult, output_packets
-from testserver.subtests import packet_result
 from testserver.wire import control
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
 from testserver.wire.errors import FrameError, LocalProtocolError
-from testserver.wire.events import FINAL_STATUSES
 from testserver.wire.framing import DEFAULT_MAX_PAYLOAD, FrameDecoder, encode_command
 from testserver.wire.packets import encode_status
 from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA
@@ -52,6 +51,12 @@ READ_SIZE = 1 << 16
 
 LIST_CHUNK = 4096
 """``exists`` packets joined per write when listing (fewer syscalls, bounded memory)."""
+
+TIDY_INTERVAL_MS = 20
+"""While a finished worker or what its tests started may still be alive, look this often."""
+
+_CLIENT_GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
+"""Poll events on the packets fd that mean nobody reads the stream any more."""
 
 
 @dataclass
@@ -104,6 +109,20 @@ def list_packets(ids: tuple[str, ...] | list[str], version: str) -> list[bytes]:
     return chunks
 
 
+def incomplete_message(not_run: list[str], unknown: list[str]) -> str:
+    """The completion message of a batch that ran to its end without every requested test."""
+    parts = []
+    if not_run:
+        parts.append(
+            f"{len(not_run)} requested test(s) got no result: their class or module fixture "
+            "failed (reported as its own error), or something replaced or broke unittest's "
+            "TestCase.run (see not_run)"
+        )
+    if unknown:
+        parts.append(f"{len(unknown)} requested id(s) name no loaded test (see unknown)")
+    return "; ".join(parts)
+
+
 class Server:
     """One warm server: a loaded :class:`TestIndex` behind a private channel."""
 
@@ -140,10 +159,9 @@ class Server:
                 interactive_stdin=True,
                 subtests=options.subtests,
             ),
-            private_fds=self._private_fds,
+            suite_fds=channel.suite_fds.still_open,
         )
         self._wakeup_r = self._wakeup_w = -1
-        self._in_process = False  # True while a batch runs in this process: SIGINT interrupts it
         self._listing: tuple[TestIndex, list[bytes]] | None = None
         """The encoded ``exists`` packets of the current index, built at the first listing."""
 
@@ -152,6 +170,7 @@ class Server:
     def serve(self) -> int:
         """Run until ``quit`` or end of input; return the exit code."""
         self._install_signals()
+        reaping.become_subreaper()  # orphans of tests come back here, to be ended
         try:
             self._send_hello()
             gc.freeze()
@@ -165,6 +184,9 @@ class Server:
         except ClientGone as error:
             self.channel.log(f"{error}; exiting")
             return 1
+        except Exception:  # fds 1 and 2 are capture files: say it where a person can see it
+            self.channel.log(f"internal error, exiting:\n{traceback.format_exc()}")
+            raise
         finally:
             self.spawner.close()
             self._restore_signals()
@@ -188,12 +210,6 @@ class Server:
         if self.queue:
             return self.stopping
         return self.stopping or self.input_closed
-
-    def _private_fds(self) -> list[int]:
-        fds = self.channel.fds()
-        if self._wakeup_r >= 0:
-            fds += [self._wakeup_r, self._wakeup_w]
-        return fds
 
     def _load_errors(self) -> list[dict[str, str]]:
         """The current index's import failures, for hello and list-tests completions."""
@@ -242,8 +258,9 @@ class Server:
         if not self.input_closed and not self.stopping:
             poller.register(self.channel.commands_fd, select.POLLIN)
         poller.register(self._wakeup_r, select.POLLIN)
+        poller.register(self.channel.packets_fd, 0)  # errors only: the client went away
         batch = self.batch
-        timeout_ms = None
+        timeout_ms = TIDY_INTERVAL_MS if self.spawner.untidy else None
         if batch is not None:
             for fd in batch.fds():
                 poller.register(fd, select.POLLIN)
@@ -252,17 +269,20 @@ class Server:
                 poller.register(stdin_fd, select.POLLOUT)
             deadline = batch.deadline()
             if deadline is not None:
-                timeout_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+                wait_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+                timeout_ms = wait_ms if timeout_ms is None else min(timeout_ms, wait_ms)
         ready = dict(poller.poll(timeout_ms))
+        if ready.get(self.channel.packets_fd, 0) & _CLIENT_GONE:
+            raise ClientGone("the client closed the server's stdout")
+        self.spawner.reap_exited()
         self._handle_signals()
         if self.channel.commands_fd in ready:
             self._read_commands()
         batch = self.batch
         if batch is None:
             return
-        for fd in batch.fds():
-            if fd in ready:
-                batch.on_readable()
+        if any(fd in ready for fd in batch.fds()):
+            batch.on_readable()
         stdin_fd = batch.stdin_fd()
         if stdin_fd is not None and stdin_fd in ready:
             batch.on_stdin_writable()
@@ -337,7 +357,8 @@ class Server:
         """Before ``command``: reload changed modules, or restart when that is not safe."""
         if self.reloader is None:
             return
-        report = self.reloader.apply(self.index, force=isinstance(command, Reload))
+        with self.channel.suite_fds.during():  # files the reloaded modules keep open
+            report = self.reloader.apply(self.index, force=isinstance(command, Reload))
         if report is None:
             return
         self.generation += 1
@@ -412,28 +433,16 @@ class Server:
             self._batch_finished()
 
     def _run_in_process(self, found: list) -> BatchOutcome:
-        outcome = BatchOutcome(outcomes=dict.fromkeys(sorted(FINAL_STATUSES), 0))
-        finished: collections.Counter[str] = collections.Counter()
-
-        def write(data: bytes) -> None:
-            for test_id, status in finished_tests(data):
-                finished[test_id] += 1
-                outcome.outcomes[status] += 1
-            self.write(data)
-
-        result = packet_result(
-            write,
-            subtests=self.options.subtests,
+        outcome = run_in_process(
+            found,
+            self.write,
+            self.channel.capture,
             subunit_version=self.version,
-            capture=self.channel.capture,
+            should_stop=lambda: bool(self.signals),
+            on_interrupt=lambda: self.signals.append(signal.SIGINT),
+            subtests=self.options.subtests,
         )
-        self._in_process = True
-        try:
-            run_tests(found, result, should_stop=lambda: bool(self.signals))
-        finally:
-            self._in_process = False
-        outcome.ran = sum(outcome.outcomes.values())
-        outcome.not_run = never_finished([test_id for test_id, _ in found], finished)
+        reaping.sweep(set())  # no workers here: every child left is a test's
         if self.signals:  # left for _handle_signals: SIGTERM must still stop the server
             outcome.status, outcome.message = "cancelled", "the batch was interrupted"
         return outcome
@@ -460,7 +469,10 @@ class Server:
         }
         if outcome.crashes:
             extra["crashes"] = outcome.crashes
-        self._complete(command, status=outcome.status, message=outcome.message, **extra)
+        status, message = outcome.status, outcome.message
+        if status == "ok" and (outcome.not_run or unknown):
+            status, message = "incomplete", incomplete_message(outcome.not_run, unknown)
+        self._complete(command, status=status, message=message, **extra)
 
     def _stdin(self, command: Stdin) -> None:
         if self.batch is None:
@@ -531,7 +543,7 @@ class Server:
     # -- signals -------------------------------------------------------------------------
 
     def _install_signals(self) -> None:
-        self._wakeup_r, self._wakeup_w = os.pipe()
+        self._wakeup_r, self._wakeup_w = (make_private(fd) for fd in os.pipe())
         os.set_blocking(self._wakeup_r, False)
         os.set_blocking(self._wakeup_w, False)
         self._old_wakeup = signal.set_wakeup_fd(self._wakeup_w)
@@ -550,8 +562,6 @@ class Server:
 
     def _on_signal(self, number: int, frame: object) -> None:
         self.signals.append(number)
-        if self._in_process and number == signal.SIGINT:
-            raise KeyboardInterrupt
 
     def _handle_signals(self) -> None:
         try:

@@ -8,27 +8,40 @@ with its captured output and the cause, and runs the rest of the batch in a fres
 
 A standby child is forked ahead of time (after each batch), so that a request pays no fork.
 
-Parent and child talk over three pipes: ``control`` (parent -> child: one ``run-tests`` frame),
-``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*`` control
-events that are never forwarded) and ``stdin`` (parent -> child: bytes of ``stdin`` commands).
-Captured output goes to two temporary files that the parent can read after a crash.
+Parent and child talk over four pipes: ``control`` (parent -> child: one ``run-tests``
+frame), ``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*``
+control events that are never forwarded), ``cancel`` (parent -> child: a byte that says the
+next SIGINT is a cancel, not the test's own) and ``stdin`` (parent -> child: bytes of
+``stdin`` commands). Captured output goes to two temporary files that the parent can read
+after a crash. All of them are private descriptors (:mod:`testserver.fds`); before it runs a
+test the child closes every descriptor the tests do not own, so a test sees the descriptor
+table of a plain interpreter, and the parent checks every packet it reads (signature, length,
+CRC) before forwarding it, so bytes a test writes into the events pipe cannot reach the
+client (:class:`CorruptStream`).
+
+Signals inside the worker are the test's business, as under ``python -m unittest``: SIGINT
+raises ``KeyboardInterrupt`` (Python's default handler), and a SIGINT sent by the test
+itself is an ordinary error. A cancel is a byte on the ``cancel`` pipe followed by SIGINT.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import secrets
 import signal
 import sys
-import tempfile
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from testserver.capture import OutputCapture, read_leftover
+from testserver import reaping
+from testserver.capture import OutputCapture, capture_file, read_leftover
 from testserver.execution import run_tests
+from testserver.fds import close_all_except, make_private, private_pipe
 from testserver.interactive import install_stdin
 from testserver.loading import TestIndex
 from testserver.results import PacketResult
@@ -67,32 +80,64 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+class CorruptStream(Exception):
+    """A worker's events pipe carried bytes that are not a packet the worker wrote.
+
+    A test wrote into the pipe (it can find every descriptor of its process). The packets
+    before the bad bytes were good and have been returned; nothing after them is trusted.
+    """
+
+    def __init__(self, packets: list[bytes], sample: bytes, reason: str) -> None:
+        super().__init__(reason)
+        self.packets = packets
+        self.sample = sample
+        self.reason = reason
+
+
+_SIGNATURE = 0xB3
+_MAX_PACKET = 4 * 1024 * 1024
+"""A subunit v2 packet is at most 4 MiB; a longer length field is garbage."""
+
+
 def split_packets(buffer: bytearray) -> list[bytes]:
     """Remove and return the complete subunit packets at the start of ``buffer``.
 
-    Only for streams we wrote ourselves (a worker's): a bad signature is a bug, not input.
+    For a worker's stream: each packet is checked (signature, length, CRC32), and the first
+    bad one raises :class:`CorruptStream` carrying the good packets before it.
     """
     packets = []
     pos = 0
     size = len(buffer)
-    while size - pos >= 4:
-        if buffer[pos] != 0xB3:
-            raise RuntimeError(
-                f"worker stream out of sync at byte {pos}: {bytes(buffer[pos : pos + 16])!r}"
-            )
-        first = buffer[pos + 3]
-        width = (first >> 6) + 1
-        if size - pos < 3 + width:
-            break
-        length = first & 0x3F
-        for i in range(1, width):
-            length = (length << 8) | buffer[pos + 3 + i]
-        if size - pos < length:
-            break
-        packets.append(bytes(buffer[pos : pos + length]))
-        pos += length
-    del buffer[:pos]
+    try:
+        while size - pos >= 4:
+            if buffer[pos] != _SIGNATURE:
+                raise _bad(buffer, pos, "a byte that does not start a packet")
+            first = buffer[pos + 3]
+            width = (first >> 6) + 1
+            if size - pos < 3 + width:
+                break
+            length = first & 0x3F
+            for i in range(1, width):
+                length = (length << 8) | buffer[pos + 3 + i]
+            if not 3 + width + 4 <= length <= _MAX_PACKET:
+                raise _bad(buffer, pos, f"a packet length of {length} bytes")
+            if size - pos < length:
+                break
+            end = pos + length
+            if zlib.crc32(buffer[pos : end - 4]) != int.from_bytes(buffer[end - 4 : end], "big"):
+                raise _bad(buffer, pos, "a packet whose CRC does not match")
+            packets.append(bytes(buffer[pos:end]))
+            pos = end
+    except CorruptStream as error:
+        error.packets = packets
+        raise
+    finally:
+        del buffer[:pos]
     return packets
+
+
+def _bad(buffer: bytearray, pos: int, what: str) -> CorruptStream:
+    return CorruptStream([], bytes(buffer[pos : pos + 64]), what)
 
 
 @dataclass
@@ -114,22 +159,33 @@ class WorkerHandle:
         pid: int,
         control_w: int,
         events_r: int,
+        cancel_w: int,
         stdin_w: int | None,
         capture_fds: tuple[int, int],
+        token: str,
     ) -> None:
         self.pid = pid
         self.control_w = control_w
         self.events_r = events_r
+        self.cancel_w = cancel_w
         self.stdin_w = stdin_w
         self.capture_fds = capture_fds
+        self.token = token
+        """Sent back in the worker's done event, which a test cannot forge by accident."""
         self.status: int | None = None
+        self.pidfd = _pidfd(pid)
+        """Readable once the worker has exited (Linux 5.3+), else -1."""
 
     def fds(self) -> list[int]:
-        """Every parent-side fd of this worker (a new child must close them)."""
-        fds = [self.control_w, self.events_r, *self.capture_fds]
+        """Every parent-side fd of this worker."""
+        fds = [self.control_w, self.events_r, self.cancel_w, self.pidfd, *self.capture_fds]
         if self.stdin_w is not None:
             fds.append(self.stdin_w)
         return [fd for fd in fds if fd >= 0]
+
+    def is_done_event(self, body: dict) -> bool:
+        """True when ``body`` (of a ``testserver.worker-done`` event) is this worker's."""
+        return body.get("token") == self.token
 
     def dispatch(self, command_id: str, test_ids: Iterable[str]) -> None:
         """Send the child its batch; the child starts running at once."""
@@ -146,11 +202,36 @@ class WorkerHandle:
             except ProcessLookupError:
                 pass
 
+    def cancel(self) -> None:
+        """Say that the batch is cancelled, then interrupt the running test (SIGINT)."""
+        if self.cancel_w >= 0:
+            try:
+                os.write(self.cancel_w, b"c")
+            except OSError:
+                pass
+        self.signal(signal.SIGINT)
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker and every process left in its process group (which keeps the
+        worker's pid as its id while any member lives, even after the worker is reaped)."""
+        reaping.kill_group(self.pid)
+
     def close_stdin(self) -> None:
         """Give the child's stdin end of input."""
         if self.stdin_w is not None:
             os.close(self.stdin_w)
             self.stdin_w = None
+
+    def exited(self) -> bool:
+        """True once the worker has ended (it is then reaped)."""
+        if self.status is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.status = status
+        return self.status is not None
 
     def reap(self) -> int:
         """Wait for the child to end; return its wait status."""
@@ -177,7 +258,7 @@ class WorkerHandle:
                 os.close(fd)
             except OSError:
                 pass
-        self.control_w = self.events_r = -1
+        self.control_w = self.events_r = self.cancel_w = self.pidfd = -1
         self.stdin_w = None
         self.capture_fds = (-1, -1)
 
@@ -190,14 +271,16 @@ class WorkerSpawner:
         index: TestIndex,
         options: WorkerOptions,
         *,
-        private_fds: Callable[[], Iterable[int]] = tuple,
+        suite_fds: Callable[[], Iterable[int]] = tuple,
     ) -> None:
         self.index = index
         self.options = options
-        self._private_fds = private_fds
+        self._suite_fds = suite_fds
+        """The descriptors that tests own (see :class:`testserver.fds.SuiteFds`)."""
         self._standby: WorkerHandle | None = None
         self._live: set[WorkerHandle] = set()
         self._exiting: list[WorkerHandle] = []
+        self._sweep_pending = False
 
     def take(self) -> WorkerHandle:
         """A worker ready for a batch: the standby one if there is one."""
@@ -222,74 +305,113 @@ class WorkerSpawner:
             self.retire(worker)
 
     def release(self, worker: WorkerHandle) -> None:
-        """Kill if needed, reap and close ``worker``."""
+        """Kill if needed, reap and close ``worker``; orphans of its tests are swept soon."""
         worker.close()
         self._live.discard(worker)
+        self._sweep_pending = True
 
     def retire(self, worker: WorkerHandle) -> None:
-        """``worker`` finished its batch and is exiting: close our ends, reap it later."""
+        """``worker`` finished its batch: kill what is left of its process group, close our
+        ends, and reap it (and sweep the orphans its tests left) without waiting now."""
+        worker.kill_group()
         worker.close_fds()
         self._live.discard(worker)
         self._exiting.append(worker)
+        self._sweep_pending = True
         self.reap_exited()
 
+    @property
+    def untidy(self) -> bool:
+        """True while retired workers or processes their tests started may still be alive:
+        the owner's loop should call :meth:`reap_exited` again soon."""
+        return self._sweep_pending
+
     def reap_exited(self) -> None:
-        """Reap retired workers that have exited, without waiting for the others."""
+        """Reap retired workers that have exited; once all have, kill the orphans left."""
         still = []
         for worker in self._exiting:
-            pid, status = os.waitpid(worker.pid, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(worker.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = worker.pid, 0
             if pid == 0:
                 still.append(worker)
             else:
                 worker.status = status
         self._exiting = still
+        if self._sweep_pending and not still:
+            self._sweep_pending = False
+            reaping.sweep(self._known_pids())
+
+    def _known_pids(self) -> set[int]:
+        known = {worker.pid for worker in self._live}
+        known.update(worker.pid for worker in self._exiting)
+        if self._standby is not None:
+            known.add(self._standby.pid)
+        return known
 
     def close(self) -> None:
-        """Release every worker, waiting for the retired ones to exit."""
+        """Release every worker, waiting for the retired ones to exit, and kill every
+        process their tests left behind."""
         self.discard_standby()
         for worker in list(self._live):
+            worker.kill_group()
             self.release(worker)
         for worker in self._exiting:
             worker.reap()
         self._exiting.clear()
+        self._sweep_pending = False
+        reaping.sweep(set())
 
     def _spawn(self) -> WorkerHandle:
-        control_r, control_w = os.pipe()
-        events_r, events_w = os.pipe()
+        control_r, control_w = private_pipe()
+        events_r, events_w = private_pipe()
+        cancel_r, cancel_w = private_pipe()
         if self.options.interactive_stdin:
-            stdin_r, stdin_w = os.pipe()
+            stdin_r, stdin_w = private_pipe()
         else:
-            stdin_r, stdin_w = os.open(os.devnull, os.O_RDONLY), None
-        capture_fds = (_capture_file(), _capture_file())
-        others = [fd for worker in self._live for fd in worker.fds()]
-        others.extend(self._private_fds())
+            stdin_r, stdin_w = make_private(os.open(os.devnull, os.O_RDONLY)), None
+        capture_fds = (capture_file(), capture_file())
+        child_fds = _ChildFds(control_r, events_w, cancel_r, stdin_r, capture_fds)
+        keep = {0, 1, 2, *self._suite_fds(), *child_fds.all()}
+        token = secrets.token_hex(8)
         sys.stdout.flush()
         sys.stderr.flush()
-        # SIGINT stays blocked until the child has its own handler: a cancel sent at once
-        # must reach that handler, not Python's default one.
+        # SIGINT stays blocked in the child until its first test starts: a cancel that comes
+        # earlier is seen on the cancel pipe, and no KeyboardInterrupt hits its setup.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured through the e2e tests
-            close = [*others, control_w, events_r]
-            if stdin_w is not None:
-                close.append(stdin_w)
-            _child_main(
-                self.index, self.options, control_r, events_w, stdin_r, capture_fds, close, parent
-            )
+            _child_main(self.index, self.options, child_fds, keep, parent, token)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        os.close(control_r)
-        os.close(events_w)
-        os.close(stdin_r)
-        worker = WorkerHandle(pid, control_w, events_r, stdin_w, capture_fds)
+        for fd in (control_r, events_w, cancel_r, stdin_r):
+            os.close(fd)
+        worker = WorkerHandle(pid, control_w, events_r, cancel_w, stdin_w, capture_fds, token)
         self._live.add(worker)
         return worker
 
 
-def _capture_file() -> int:
-    fd, path = tempfile.mkstemp(prefix="testserver-capture-")
-    os.unlink(path)
-    return fd
+def _pidfd(pid: int) -> int:
+    """A descriptor that becomes readable when ``pid`` exits, or -1 where there is none."""
+    try:
+        return make_private(os.pidfd_open(pid))
+    except (AttributeError, OSError):
+        return -1
+
+
+@dataclass(frozen=True)
+class _ChildFds:
+    """The child's ends of its pipes and its capture files."""
+
+    control_r: int
+    events_w: int
+    cancel_r: int
+    stdin_r: int
+    capture: tuple[int, int]
+
+    def all(self) -> list[int]:
+        return [self.control_r, self.events_w, self.cancel_r, self.stdin_r, *self.capture]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,33 +421,28 @@ def _capture_file() -> int:
 def _child_main(
     index: TestIndex,
     options: WorkerOptions,
-    control_r: int,
-    events_w: int,
-    stdin_r: int,
-    capture_fds: tuple[int, int],
-    close_fds: list[int],
+    fds: _ChildFds,
+    keep: set[int],
     parent: int,
+    token: str,
 ) -> NoReturn:
     code = 0
     try:
-        for fd in close_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_all_except(keep)  # the server's channel, other workers' pipes, the watcher
         os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the server, which cancels the batch
         _die_with_parent(parent)
-        cancel = _install_child_signals()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        os.dup2(stdin_r, 0)
-        os.close(stdin_r)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # still blocked, see _spawn
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.dup2(fds.stdin_r, 0)
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False), encoding="utf-8")
         sys.__stdin__ = sys.stdin
-        capture = OutputCapture(*capture_fds)
-        capture.install()
-        command = _read_batch(control_r)
+        capture = OutputCapture(*fds.capture, stdin_source=fds.stdin_r)
+        capture.install(save=False)
+        command = _read_batch(fds.control_r)
         if command is not None:
-            _run_batch(index, options, command, events_w, capture, cancel)
+            cancel = CancelPipe(fds.cancel_r)
+            _run_batch(index, options, command, fds.events_w, capture, cancel, token)
     except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup
         code = 70
         try:
@@ -340,53 +457,39 @@ _PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent dies."""
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` where there is one (Linux), loaded once in the server before forks."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
-
-
 def _die_with_parent(parent: int) -> None:
     """Ask Linux to kill this worker if the server dies, so a hung test cannot outlive it.
 
     Elsewhere the closed pipes end an idle worker, but a hung test may outlive the server.
     """
-    if _PRCTL is None:
+    if reaping.PRCTL is None:
         return
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    reaping.PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the server died before prctl took effect
         os._exit(0)
 
 
-class _CancelFlag:
-    """SIGINT in a worker means "cancel": remember it, and interrupt a running test."""
+class CancelPipe:
+    """``should_stop`` of a worker: true once the server has written to the cancel pipe.
 
-    def __init__(self) -> None:
+    A SIGINT alone is not a cancel: a test may send one to itself. The server writes a byte
+    here before it sends the SIGINT that interrupts the running test.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
         self.cancelled = False
-        self.running = False
+        os.set_blocking(fd, False)
 
     def __call__(self) -> bool:
+        if not self.cancelled:
+            try:
+                self.cancelled = bool(os.read(self.fd, 64))
+            except BlockingIOError:
+                pass
+            except OSError:  # a test closed it: a cancel still ends in SIGKILL
+                pass
         return self.cancelled
-
-    def on_sigint(self, number: int, frame: object) -> None:
-        self.cancelled = True
-        if self.running:
-            raise KeyboardInterrupt
-
-
-def _install_child_signals() -> _CancelFlag:
-    flag = _CancelFlag()
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, flag.on_sigint)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return flag
 
 
 def _read_batch(control_r: int) -> RunTests | None:
@@ -408,7 +511,8 @@ def _run_batch(
     command: RunTests,
     events_w: int,
     capture: OutputCapture,
-    should_stop: _CancelFlag,
+    should_stop: CancelPipe,
+    token: str,
 ) -> None:
     def write(data: bytes) -> None:
         write_all(events_w, data)
@@ -422,11 +526,15 @@ def _run_batch(
     for test_id in unknown:  # the parent resolves the batch first: a safety net only
         result.report_missing(test_id)
     if not should_stop():  # a cancel that came before the first test runs nothing
-        should_stop.running = True
-        run_tests(found, result, should_stop=should_stop)
-        should_stop.running = False
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            run_tests(found, result, should_stop=should_stop)
+        except KeyboardInterrupt:  # a cancel between the check and the first test
+            pass
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     # The parent works out what did not run from the statuses it forwarded.
-    write(encode_control(WORKER_DONE, {}, timestamp_ns=time.time_ns()))
+    write(encode_control(WORKER_DONE, {"token": token}, timestamp_ns=time.time_ns()))
 
 
 def _announce_wait(command_id: str, result: PacketResult, write: Callable[[bytes], None]) -> None:
