@@ -47,6 +47,16 @@ def project_copy(source: Path, target: Path) -> Path:
     return target
 
 
+def save_as_editors_do(path: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in ``path`` the way editors save: a temporary file renamed
+    over the original."""
+    text = path.read_text()
+    assert old in text
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text.replace(old, new))
+    os.replace(temporary, path)
+
+
 def process_stats() -> Iterator[tuple[int, list[str]]]:
     """``(pid, fields)`` for every process now: ``/proc/PID/stat`` after the command name,
     so ``fields[0]`` is the state, ``fields[1]`` the parent and ``fields[3]`` the session."""

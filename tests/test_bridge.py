@@ -42,6 +42,8 @@ class BridgeProcess(CommandProcess):
         argv = [sys.executable, "-m", "testserver", "bridge", "-t", ".", "-s", "edemo", *args]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONBREAKPOINT"}
         super().__init__(argv, root, json_line, stdin=subprocess.PIPE, env=env)
+        self.ready = self.event("ready")
+        """The bridge's first event: its server has loaded the tests."""
 
     def send(self, command: dict | str) -> None:
         """Write one line: ``command`` as JSON, or a raw string."""
@@ -98,6 +100,34 @@ def finals(events: list[dict]) -> dict[str, dict]:
 
 
 # -- end to end --------------------------------------------------------------------------
+
+
+def test_the_bridge_says_ready_first_once_the_tests_are_loaded(bridge):
+    ready = bridge.ready
+    assert bridge.seen == [ready]  # the very first line
+    assert ready["load_errors"] == [] and ready["reload"] is True
+    assert ready["generation"] == 0 and ready["server"].startswith("testserver ")
+    bridge.send({"id": 1, "command": "list"})
+    assert bridge.until_complete(1)[-1]["tests"] == ready["tests"] > 0
+    assert [e["event"] for e in bridge.seen].count("ready") == 1
+
+
+def test_ready_carries_the_load_errors(project):
+    (project / "edemo" / "test_broken_import.py").write_text("import no_such_module_here\n")
+    bridge = BridgeProcess(project, "--no-reload")
+    try:
+        ready = bridge.ready
+        assert ready["reload"] is False
+        [error] = ready["load_errors"]
+        assert error == {
+            "test_id": "unittest.loader._FailedTest.edemo.test_broken_import",
+            "module": "edemo.test_broken_import",
+            "message": "ModuleNotFoundError: No module named 'no_such_module_here'",
+        }
+        bridge.send({"id": 1, "command": "quit"})
+        assert bridge.wait() == 0
+    finally:
+        bridge.kill()
 
 
 def test_list_gives_every_test_with_file_and_line(bridge):
@@ -202,8 +232,8 @@ def test_malformed_lines_get_errors_and_the_bridge_goes_on(bridge):
     bridge.send({"id": 9, "command": "stdin"})  # nothing runs: the server says so
     codes = [bridge.event("error")["code"] for _ in range(4)]
     assert codes == ["bad-json", "bad-command", "unknown-command", "bad-command"]
-    assert [e.get("id") for e in bridge.seen] == [None, None, 7, 8]
-    assert bridge.seen[0]["line"] == "this is not json"
+    assert [e.get("id") for e in bridge.seen[1:]] == [None, None, 7, 8]
+    assert bridge.seen[1]["line"] == "this is not json"
     stdin = bridge.event("complete", id=9)
     assert (stdin["status"], stdin["code"]) == ("error", "not-running")
     bridge.send({"id": 10, "command": "list"})
@@ -255,6 +285,7 @@ def test_a_dead_server_is_reported_and_replaced(project):
     )
     bridge = BridgeProcess(project, "--isolation", "none")
     try:
+        first_pid = bridge.ready["pid"]
         bridge.send({"id": 1, "command": "run", "tests": ["edemo.test_crash"]})
         events = bridge.until_complete(1)
         assert [e["event"] for e in events if e["event"] in ("message", "error", "summary")] == [
@@ -265,6 +296,7 @@ def test_a_dead_server_is_reported_and_replaced(project):
         bridge.send({"id": 2, "command": "run", "tests": [CALC[0]]})
         events = bridge.until_complete(2)
         assert events[0] == {"event": "message", "text": "starting a new server"}
+        assert events[1]["event"] == "ready" and events[1]["pid"] != first_pid
         assert events[-1]["ok"] is True
         bridge.send({"id": 3, "command": "quit"})
         assert bridge.wait() == 0

@@ -272,22 +272,80 @@ def test_flatten_descends_nested_and_duck_typed_suites() -> None:
     assert flatten(deep) == [case]  # type: ignore[arg-type]
 
 
-@given(st.lists(st.one_of(st.integers(0, 20), st.text(max_size=5)), max_size=30))
+SUBTEST_SUFFIXES = st.sampled_from(["", " (i=1)", " [msg]", " [m] (i=2)", " (", " (<subtest>)"])
+
+
+@given(
+    st.lists(
+        st.one_of(st.tuples(st.integers(0, 20), SUBTEST_SUFFIXES), st.text(max_size=8)),
+        max_size=30,
+    )
+)
 def test_resolve_partitions_any_request(request_items: list[object]) -> None:
-    """Invariant: every requested id is found or unknown, in request order, per occurrence."""
+    """Invariant: a named id is found per occurrence, in request order; a subtest id adds
+    its parent once, where first named, unless the parent is named itself; the rest is
+    unknown, in request order."""
     index = _SMALL_INDEX
     requested = [
-        index.ids[item % len(index.ids)] if isinstance(item, int) else item
+        index.ids[item[0] % len(index.ids)] + item[1] if isinstance(item, tuple) else item
         for item in request_items
     ]
     found, unknown = index.resolve(requested)
-    expected_found = [
-        (test_id, test)
-        for test_id in requested
-        for _, test in [pair for pair in index.tests if pair[0] == test_id]
-    ]
-    assert found == expected_found
-    assert unknown == [test_id for test_id in requested if test_id not in index]
+
+    def owner(test_id: str) -> str | None:
+        parent = test_id.split(" ", 1)[0] if test_id.endswith((")", "]")) else None
+        return test_id if test_id in index else parent if parent in index else None
+
+    expected: list[str] = []
+    for test_id in requested:
+        parent = owner(test_id)
+        if test_id in index:
+            expected.append(test_id)
+        elif parent is not None and parent not in requested and parent not in expected:
+            expected.append(parent)
+    objects = {test_id: [t for i, t in index.tests if i == test_id] for test_id in expected}
+    assert found == [(test_id, test) for test_id in expected for test in objects[test_id]]
+    assert unknown == [test_id for test_id in requested if owner(test_id) is None]
+
+
+def test_a_subtest_id_selects_its_parent_once() -> None:
+    index = _SMALL_INDEX
+    found, unknown = index.resolve(
+        ["t.2 (i=1)", "t.3 [msg] (i=2)", "t.2 (i=2)", "t.2 [only a msg]"]
+    )
+    assert unknown == []
+    assert [test_id for test_id, _ in found] == ["t.2", "t.3"]
+
+
+def test_a_parent_named_with_its_subtests_runs_once_where_it_is_named() -> None:
+    found, unknown = _SMALL_INDEX.resolve(["t.3 (i=1)", "t.2", "t.3", "t.2 (i=0)"])
+    assert unknown == []
+    assert [test_id for test_id, _ in found] == ["t.2", "t.3"]
+
+
+def test_a_real_id_containing_a_parenthesis_resolves_to_itself_first() -> None:
+    cases = [unittest.FunctionTestCase(lambda: None) for _ in range(3)]
+    index = TestIndex([("p.T.test", cases[0]), ("p.T.test (x)", cases[1]), ("q.T.t [a]", cases[2])])
+    assert index.resolve(["p.T.test (x)"])[0] == [("p.T.test (x)", cases[1])]
+    assert index.resolve(["p.T.test (x) (i=1)"])[0] == [("p.T.test (x)", cases[1])]  # longest
+    assert index.resolve(["p.T.test (y)"])[0] == [("p.T.test", cases[0])]
+    assert index.resolve(["q.T.t [a] [b]"])[0] == [("q.T.t [a]", cases[2])]
+    assert index.resolve(["p.T.test (unclosed", "p.T.test(i=1)", "p.T.tes (i=1)"]) == (
+        [],
+        ["p.T.test (unclosed", "p.T.test(i=1)", "p.T.tes (i=1)"],
+    )
+
+
+def test_a_fixture_error_id_selects_the_tests_of_its_class_or_module() -> None:
+    index = discover(OUTCOMES)
+    module = index.ids[0].rsplit(".", 2)[0]
+    cls = index.ids[0].rsplit(".", 1)[0]
+    of_class = [i for i in index.ids if i.startswith(cls + ".")]
+    found, unknown = index.resolve([f"setUpClass ({cls})", f"tearDownClass ({cls})"])
+    assert unknown == [] and [test_id for test_id, _ in found] == of_class
+    found, unknown = index.resolve([f"setUpModule ({module})", "setUpModule (no.such)"])
+    assert [test_id for test_id, _ in found] == [i for i in index.ids if i.startswith(module + ".")]
+    assert unknown == ["setUpModule (no.such)"]
 
 
 def _small_index() -> TestIndex:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import CommandProcess, project_copy, session_processes
+from serverproc import CommandProcess, project_copy, save_as_editors_do, session_processes
 
 from testserver.runmodel import Outcome
 from testserver.watch import (
@@ -61,13 +61,8 @@ class WatchProcess(CommandProcess):
                 tests.append(event)
 
     def edit(self, relative: str, old: str, new: str) -> None:
-        """Save a file the way editors do: write a temporary file, then rename it over."""
-        path = self.root / relative
-        text = path.read_text()
-        assert old in text
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(text.replace(old, new))
-        os.replace(temporary, path)
+        """Save a file of the project the way editors do."""
+        save_as_editors_do(self.root / relative, old, new)
 
     def interrupt(self, *, group: bool) -> int:
         """Ctrl-C: SIGINT to the process group (a terminal) or to watch alone."""
@@ -150,9 +145,15 @@ def test_human_output_is_concise_and_ctrl_c_exits_0(start):
     assert header.endswith("wproj/calc.py changed: running 3 tests")
     summary = watch.expect(lambda line: line.startswith("Ran "))
     failures = watch.seen[watch.seen.index(header) + 1 : -1]
-    assert failures == [
-        "FAIL wproj.test_calc.CalcTest.test_add: AssertionError: 2 != 3",
-        "FAIL wproj.test_calc.CalcTest.test_add_negative: AssertionError: 1 != -2",
+    test_file = watch.root / "wproj" / "test_calc.py"
+    assert failures == [  # the first with its traceback, the others on one line
+        "FAIL wproj.test_calc.CalcTest.test_add (wproj/test_calc.py:8)",
+        "    Traceback (most recent call last):",
+        f'      File "{test_file}", line 8, in test_add',
+        "        self.assertEqual(calc.add(1, 2), 3)",
+        "    AssertionError: 2 != 3",
+        "FAIL wproj.test_calc.CalcTest.test_add_negative (wproj/test_calc.py:11): "
+        "AssertionError: 1 != -2",
     ]
     assert summary.endswith("1 passed, 2 failed — FAILED (failures=2)")
     assert watch.interrupt(group=True) == 0

@@ -14,10 +14,12 @@ The package is layered; imports flow one way, from the wire up:
 - the process layer (``channel``, ``worker``, ``batch``, ``server``, ``oneshot``, ``cli``):
   the private stdio channel, forked batch workers, the serve loop and the ``subunit.run``
   drop-in.
-- the clients (``client``, ``runmodel``, ``console``, ``jsonout``, ``watch``, ``debugging``,
-  ``bridge``, ``pool``, ``daemon``, ``shim``): the Python client library, the run model the
-  commands share, ``testserver run/list/watch/debug``, the editor bridge, and the warm daemon
-  (with its pool of servers) behind ``testserver-client`` for testr and stestr.
+- the clients (``client``, ``runmodel``, ``tracebacks``, ``console``, ``jsonout``, ``watch``,
+  ``watchkeys``, ``debugging``, ``bridge``, ``bridgemessages``, ``pool``, ``daemon``,
+  ``shim``): the Python client library, the run model the commands share, tracebacks read
+  as text, ``testserver run/list/watch/debug`` (watch's terminal keys), the editor bridge
+  (and its JSON messages), and the warm daemon (with its pool of servers) behind
+  ``testserver-client`` for testr and stestr.
 """
 
 __version__ = "0.1.0.dev0"

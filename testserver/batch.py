@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from testserver.capture import OutputCapture
 from testserver.execution import run_tests
-from testserver.results import TRACEBACK_MIME, PacketResult, output_packets
-from testserver.subtests import patch_testtools
+from testserver.results import TRACEBACK_MIME, output_packets
+from testserver.subtests import packet_result
 from testserver.wire.control import decode_control
 from testserver.wire.events import FINAL_STATUSES, STATUSES
 from testserver.wire.packets import decode_packets, encode_status, file_packets
@@ -422,6 +422,7 @@ def run_in_process(
     subunit_version: str,
     should_stop: Callable[[], bool],
     on_interrupt: Callable[[], None],
+    subtests: str = "report",
 ) -> BatchOutcome:
     """Run ``found`` (``(id, test)`` pairs) in this process (``--isolation none``).
 
@@ -438,8 +439,9 @@ def run_in_process(
             outcome.outcomes[status] += 1
         write(data)
 
-    result = PacketResult(tracking_write, subunit_version=subunit_version, capture=capture)
-    patch_testtools(result)
+    result = packet_result(
+        tracking_write, subtests=subtests, subunit_version=subunit_version, capture=capture
+    )
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run_tests(found, result, should_stop=should_stop, on_interrupt=on_interrupt)

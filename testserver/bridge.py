@@ -11,7 +11,10 @@ a few of its own. ``spec/json-output.md`` section 6 is the normative description
     {"command": "stdin", "data": "p secret\\n"}      (for the test waiting for input)
     {"command": "cancel"}  {"command": "reload"}  {"command": "quit"}
 
-Every command gets one ``{"event": "complete", "id": ..., "command": ..., "status": ...}``;
+Once its server has loaded the tests, and again whenever a new server replaces one that died,
+the bridge writes ``{"event": "ready", "tests": 12, "load_errors": [...], ...}``: an editor
+shows "loading" from the start until then. Every command gets one
+``{"event": "complete", "id": ..., "command": ..., "status": ...}``;
 a line that is not a command gets ``{"event": "error", ...}`` and the bridge goes on. While
 a test runs, what it prints arrives as ``test-output`` events, and when it waits for input
 (a ``(Pdb)`` prompt) a ``stdin-wanted`` event follows.
@@ -27,16 +30,21 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import json
 import os
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TextIO
 
+from testserver.bridgemessages import (
+    BadRequest,
+    Request,
+    parse_request,
+    ready_fields,
+    select_tests,
+)
 from testserver.client import Client, ClientError
 from testserver.console import (
     EXIT_ERROR,
@@ -47,14 +55,11 @@ from testserver.console import (
     reload_arguments,
     server_arguments,
 )
-from testserver.jsonout import FAILED_TEST_PREFIX, JsonRenderer, Locator
-from testserver.runmodel import Assembler, Outcome, Started, Tally, select
+from testserver.jsonout import JsonRenderer, Locator
+from testserver.runmodel import Assembler, Outcome, Started, Tally
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
 from testserver.wire.control import COMPLETE, HELLO, STDIN_WANTED, decode_control
 from testserver.wire.events import Packet
-
-COMMANDS = ("run", "list", "stdin", "cancel", "reload", "quit")
-"""The ``command`` values the bridge accepts."""
 
 IMMEDIATE = frozenset({"stdin", "cancel"})
 """Commands forwarded at once, even while a run is in progress (the others wait their turn)."""
@@ -76,88 +81,6 @@ PROMPT_LENGTH = 200
 
 QUIT_TIMEOUT = 10.0
 """Seconds to wait for the server's stream to end after ``quit`` before killing it."""
-
-
-# -- requests ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    """One command line from the editor; ``id`` is any JSON value, echoed back."""
-
-    command: str
-    id: Any = None
-    tests: tuple[str, ...] = ()
-    data: str = ""
-    input: bool = True
-    """For ``run``: ``False`` answers a test that waits for input with end of input."""
-
-
-class BadRequest(Exception):
-    """A line that is not a valid command; reported as an ``error`` event."""
-
-    def __init__(self, code: str, message: str, request_id: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.request_id = request_id
-
-
-def parse_request(line: bytes) -> Request:
-    """The :class:`Request` on ``line`` (UTF-8 JSON); raise :class:`BadRequest` if none."""
-    try:
-        obj = json.loads(line)
-    except ValueError as error:  # UnicodeDecodeError included
-        raise BadRequest("bad-json", f"not a line of JSON: {error}") from None
-    if not isinstance(obj, dict):
-        raise BadRequest("bad-command", 'a command is a JSON object, e.g. {"command": "list"}')
-    request_id, command = obj.get("id"), obj.get("command")
-    if command not in COMMANDS:
-        expected = ", ".join(COMMANDS)
-        raise BadRequest(
-            "unknown-command", f"unknown command {command!r}: use {expected}", request_id
-        )
-    tests = obj.get("tests", [])
-    if not isinstance(tests, list) or not all(isinstance(t, str) and t.strip() for t in tests):
-        raise BadRequest(
-            "bad-command", '"tests" must be a list of test ids or patterns', request_id
-        )
-    data, interactive = obj.get("data", ""), obj.get("input", True)
-    if not isinstance(data, str):
-        raise BadRequest("bad-command", '"data" must be a string', request_id)
-    if not isinstance(interactive, bool):
-        raise BadRequest("bad-command", '"input" must be true or false', request_id)
-    return Request(command, request_id, tuple(t.strip() for t in tests), data, interactive)
-
-
-def select_tests(ids: Sequence[str], selectors: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(selected ids in load order, selectors that matched nothing)``; none selects all.
-
-    A selector is an exact test id; else a dotted prefix (a module or class: every test
-    below it, and the import-failure stand-in of the module it names or lies in); else a
-    pattern as in unittest's ``-k``.
-    """
-    if not selectors:
-        return list(ids), []
-    known = set(ids)
-    failed = {i[len(FAILED_TEST_PREFIX) :]: i for i in ids if i.startswith(FAILED_TEST_PREFIX)}
-    chosen: set[str] = set()
-    unmatched = []
-    for selector in selectors:
-        prefix = selector + "."
-        if selector in known:
-            hits = {selector}
-        else:
-            hits = {i for i in ids if i.startswith(prefix)}
-            hits |= {
-                stand_in
-                for module, stand_in in failed.items()
-                if module.startswith(prefix) or f"{selector}.".startswith(f"{module}.")
-            }
-            hits = hits or set(select(ids, [selector])[0])
-        if not hits:
-            unmatched.append(selector)
-        chosen |= hits
-    return [test_id for test_id in ids if test_id in chosen], unmatched
 
 
 # -- the bridge --------------------------------------------------------------------------
@@ -300,9 +223,10 @@ class Bridge:
     # -- the main thread: queued commands ------------------------------------------------
 
     def attach(self, client: Client) -> None:
-        """Use ``client`` from now on and start reading its stream."""
+        """Use ``client`` from now on, say it is ready and start reading its stream."""
         with self.lock:
             self.client, self.dead = client, False
+        self.renderer.emit("ready", **ready_fields(client.hello))
         self.pump = threading.Thread(target=self._pump, args=(client,), daemon=True)
         self.pump.start()
 

@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         "strict v2 parsers",
     )
     parser.add_argument(
+        "--subtests",
+        choices=("report", "fold"),  # testserver.subtests.SUBTEST_MODES, not imported here
+        default="report",
+        help="report (default): each subtest is a test of its own; fold: subtests fold into "
+        "their parent's outcome, for the totals of python -m subunit.run",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         metavar="SECONDS",
@@ -172,6 +179,7 @@ def _serve(args: argparse.Namespace, index, channel, argv: list[str]) -> int:
         load=args.load,
         isolation=args.isolation,
         subunit_version=args.subunit_version,
+        subtests=args.subtests,
         timeout=args.timeout,
         max_payload=args.max_payload,
         argv=argv,
@@ -242,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             test_ids=ids,
             isolation=args.isolation,
             subunit_version=args.subunit_version,
+            subtests=args.subtests,
             timeout=args.timeout,
         ),
     )

@@ -25,6 +25,9 @@ __all__ = ["LoadError", "LoadSpec", "TestIndex", "load"]
 FAILED_TEST_PREFIX = "unittest.loader._FailedTest."
 """Id prefix unittest gives the synthetic test standing for a module that failed to load."""
 
+FIXTURE_NAMES = frozenset({"setUpClass", "tearDownClass", "setUpModule", "tearDownModule"})
+"""Fixtures whose errors unittest reports as ``"<fixture> (<class or module>)"``."""
+
 _IMPORT_FAILURE_HEADER = "Failed to import test module: "
 """First words of the message unittest's loader records for an import failure."""
 
@@ -105,22 +108,66 @@ class TestIndex:
     ) -> tuple[list[tuple[str, unittest.TestCase]], list[str]]:
         """Look ids up: ``(found, unknown)``.
 
-        ``found`` has ``(id, test)`` in the requested order, one entry per occurrence of a
-        requested id and per test object loaded under it; ``unknown`` has the ids not in
-        the index, in the requested order.
+        An id in the index selects its tests: ``found`` has ``(id, test)`` in the requested
+        order, one entry per occurrence of the id and per test object loaded under it. Any
+        other id the server reports selects the tests that reported it (see
+        :meth:`owners`): a subtest id its parent, a fixture id the tests of its class or
+        module. Those run once each, at the first id that names them, and not at all when
+        the request names them itself. ``unknown`` has the ids that select nothing, in
+        the requested order.
         """
         by_id = self._by_id
+        requested = list(test_ids)
+        named = {test_id for test_id in requested if test_id in by_id}
+        selected: set[str] = set()
         found: list[tuple[str, unittest.TestCase]] = []
         unknown: list[str] = []
-        for test_id in test_ids:
-            tests = by_id.get(test_id)
-            if tests is None:
+        for test_id in requested:
+            owners = [test_id] if test_id in named else self.owners(test_id)
+            if not owners:
                 unknown.append(test_id)
-            elif len(tests) == 1:
-                found.append((test_id, tests[0]))
-            else:
-                found.extend((test_id, test) for test in tests)
+                continue
+            for owner in owners:
+                if owner != test_id and (owner in named or owner in selected):
+                    continue
+                selected.add(owner)
+                found.extend((owner, test) for test in by_id[owner])
         return found, unknown
+
+    def owners(self, test_id: str) -> list[str]:
+        """The indexed ids behind an id the server reports but does not index; else ``[]``.
+
+        - a subtest, ``"<parent id> (<params>)"``, ``"<parent id> [<msg>]"`` or
+          ``"<parent id> [<msg>] (<params>)"`` (unittest's ``_SubTest.id()``, which
+          testtools TestCases use too): ``[parent id]``; when several prefixes are indexed
+          ids, the longest wins;
+        - a class or module fixture error, ``"setUpClass (pkg.mod.Class)"`` and the like
+          (unittest's ``_ErrorHolder``): the ids of that class's or module's tests.
+        """
+        if test_id in self._by_id:
+            return [test_id]
+        parent = self._subtest_parent(test_id)
+        if parent is not None:
+            return [parent]
+        return self._fixture_tests(test_id)
+
+    def _subtest_parent(self, test_id: str) -> str | None:
+        if not test_id.endswith((")", "]")):
+            return None
+        end = len(test_id)
+        while True:
+            end = max(test_id.rfind(" (", 0, end), test_id.rfind(" [", 0, end))
+            if end <= 0:
+                return None
+            if test_id[:end] in self._by_id:
+                return test_id[:end]
+
+    def _fixture_tests(self, test_id: str) -> list[str]:
+        name, _, rest = test_id.partition(" (")
+        if name not in FIXTURE_NAMES or not rest.endswith(")") or len(rest) < 2:
+            return []
+        prefix = rest[:-1] + "."
+        return [known for known in self.ids if known.startswith(prefix)]
 
 
 def load(spec: LoadSpec, *, loader: unittest.TestLoader | None = None) -> TestIndex:
@@ -139,7 +186,7 @@ def load(spec: LoadSpec, *, loader: unittest.TestLoader | None = None) -> TestIn
     if spec.discover:
         suite = loader.discover(spec.start, spec.pattern, spec.top)
     else:
-        suite = loader.loadTestsFromNames([_convert_name(name) for name in spec.names])
+        suite = loader.loadTestsFromNames(_convert_names(spec.names))
     tests = [(test.id(), test) for test in flatten(suite)]
     errors = _load_errors(tests, loader.errors[errors_before:])
     return TestIndex(tests, errors)
@@ -170,6 +217,23 @@ def flatten(suite: Iterable[object]) -> list[unittest.TestCase]:
         else:
             stack.pop()
     return leaves
+
+
+def _convert_names(names: Iterable[str]) -> list[str]:
+    """Names for ``loadTestsFromNames``: paths made dotted, subtest ids made their parent's.
+
+    A dotted name holds no space, so ``"pkg.T.test_x (i=3)"`` names ``pkg.T.test_x``; a
+    parent named through several subtest ids (or also by itself) is loaded once.
+    """
+    converted: list[str] = []
+    for name in names:
+        if " " in name and name.endswith((")", "]")):
+            parent = name.split(" ", 1)[0]
+            if parent not in names and parent not in converted:
+                converted.append(parent)
+        else:
+            converted.append(_convert_name(name))
+    return converted
 
 
 def _convert_name(name: str) -> str:

@@ -22,6 +22,7 @@ from testserver.fds import make_private
 from testserver.loading import TestIndex
 from testserver.results import PacketResult
 from testserver.server import PacketWriter, emit_output, list_packets
+from testserver.subtests import packet_result
 from testserver.wire.packets import file_packets
 from testserver.worker import WorkerOptions, WorkerSpawner
 
@@ -41,6 +42,7 @@ class OneShotOptions:
     test_ids: list[str] | None = None
     isolation: str = "fork"
     subunit_version: str = "2.1"
+    subtests: str = "report"
     timeout: float | None = None
 
 
@@ -55,7 +57,9 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
         return _list(index, ids, write, version)
     reaping.become_subreaper()  # orphans of tests come back here, to be ended
     found, unknown = index.resolve(ids)
-    result = PacketResult(write, subunit_version=version, capture=channel.capture)
+    result = packet_result(
+        write, subtests=options.subtests, subunit_version=version, capture=channel.capture
+    )
     for test_id in unknown:
         result.report_missing(test_id)
     if options.isolation == "none":
@@ -67,6 +71,7 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
             subunit_version=version,
             should_stop=lambda: bool(interrupted),
             on_interrupt=lambda: interrupted.append(signal.SIGINT),
+            subtests=options.subtests,
         )
         reaping.sweep(set())
         cancelled = bool(interrupted)
@@ -117,7 +122,11 @@ def _report_not_run(result: PacketResult, not_run: list[str], cancelled: bool) -
 def _run_forked(index, channel, options, write, ids: list[str]) -> tuple[BatchOutcome, bool]:
     spawner = WorkerSpawner(
         index,
-        WorkerOptions(subunit_version=options.subunit_version, interactive_stdin=False),
+        WorkerOptions(
+            subunit_version=options.subunit_version,
+            interactive_stdin=False,
+            subtests=options.subtests,
+        ),
         suite_fds=channel.suite_fds.still_open,
     )
     batch = BatchRun(

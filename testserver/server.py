@@ -66,6 +66,7 @@ class ServerOptions:
     load: LoadSpec = field(default_factory=LoadSpec)
     isolation: str = "fork"
     subunit_version: str = "2.1"
+    subtests: str = "report"
     timeout: float | None = None
     max_payload: int = DEFAULT_MAX_PAYLOAD
     argv: list[str] = field(default_factory=list)
@@ -153,7 +154,11 @@ class Server:
         self.signals: list[int] = []
         self.spawner = WorkerSpawner(
             index,
-            WorkerOptions(subunit_version=self.version, interactive_stdin=True),
+            WorkerOptions(
+                subunit_version=self.version,
+                interactive_stdin=True,
+                subtests=options.subtests,
+            ),
             suite_fds=channel.suite_fds.still_open,
         )
         self._wakeup_r = self._wakeup_w = -1
@@ -435,6 +440,7 @@ class Server:
             subunit_version=self.version,
             should_stop=lambda: bool(self.signals),
             on_interrupt=lambda: self.signals.append(signal.SIGINT),
+            subtests=self.options.subtests,
         )
         reaping.sweep(set())  # no workers here: every child left is a test's
         if self.signals:  # left for _handle_signals: SIGTERM must still stop the server

@@ -114,7 +114,7 @@ EXIT_ERROR = 1
 _IGNORED_FLAGS = ("-v", "-q", "-b", "-c", "-f", "--locals")
 """``subunit.run``'s display options: accepted and ignored, as one-shot mode does."""
 
-_SERVER_OPTIONS = ("--isolation", "--timeout", "--subunit-version")
+_SERVER_OPTIONS = ("--isolation", "--timeout", "--subunit-version", "--subtests")
 """Options passed through to the warm server (and so part of what selects it)."""
 
 _LOAD_OPTIONS = {

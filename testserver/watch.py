@@ -20,15 +20,25 @@ on the same server:
 
 The server applies the changes itself before the next command (hot reload, announced by a
 ``testserver.reload`` event). With ``--no-reload``, or a server that cannot reload, watch
-restarts the server instead. Results are concise: one line per failing test and a summary
-line; ``--format json`` writes the JSON lines of :mod:`testserver.jsonout`. Ctrl-C stops
-the server and exits with status 0.
+restarts the server instead. Results are concise: the first failure of a run with its
+traceback, the others on one line each, each with the ``file:line`` where it failed in the
+project (:mod:`testserver.tracebacks`); a module that does not import shows the file, line
+and source line of the error; then a summary line. ``--format json`` writes the JSON lines
+of :mod:`testserver.jsonout`.
+
+On a terminal, keys act at once (:mod:`testserver.watchkeys`; the terminal is in cbreak
+mode until watch exits): ``a`` runs all the selected tests, ``f`` only the last failures,
+``p`` asks for a pattern to filter by (empty: back to the command line's selection),
+Enter runs the last run's tests again, ``q`` quits, ``h`` shows the keys. ``q`` or Ctrl-C
+stops the server and exits with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -50,8 +60,10 @@ from testserver.console import (
     stdout_closed,
     use_colour,
 )
-from testserver.jsonout import FAILED_TEST_PREFIX, FIXTURE_ID
+from testserver.jsonout import FAILED_TEST_PREFIX, FIXTURE_ID, Locator
 from testserver.runmodel import Outcome, Renderer, Tally, drive, select
+from testserver.tracebacks import import_failure, project_frame
+from testserver.watchkeys import ENTER, Input, Keys
 from testserver.wire.commands import ListTests
 from testserver.wire.control import decode_control
 
@@ -63,6 +75,9 @@ MAX_DEBOUNCE_SECONDS = 2.0
 
 POLL_SECONDS = 0.05
 """How often the change recorder is checked; bounds the added latency."""
+
+KEYS_HELP = "keys: a run all, f run failures, p filter by pattern, Enter run again, q quit"
+"""Shown on a terminal once watching starts, and again for ``h`` or ``?``."""
 
 
 # -- project modules and their imports ---------------------------------------------------
@@ -211,16 +226,24 @@ def wait_for_changes(
 
 
 class ConciseRenderer(Renderer):
-    """One line per run, one per failing test, and the summary."""
+    """One line per run, the summary, and the failures: the first one of a run with its
+    traceback, the others on one line each, all with the file and line where they failed;
+    a module that failed to import with the file, line and source line to blame."""
 
-    def __init__(self, stream: TextIO, style: Style) -> None:
+    def __init__(self, stream: TextIO, style: Style, roots: Sequence[str] = (".",)) -> None:
         self.stream = stream
         self.style = style
         self.dash = dash_for(stream)
+        self.roots = list(roots)
+        self.locator = Locator(self.roots)
         self.shown: set[str] = set()
 
     def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
+        self.write(text + "\n")
+
+    def write(self, text: str) -> None:
+        """Write ``text`` as it is (the ``p`` prompt echoes through here)."""
+        self.stream.write(text)
         self.stream.flush()
 
     def start(self, total: int | None, changed: Sequence[str] = ()) -> None:
@@ -231,13 +254,52 @@ class ConciseRenderer(Renderer):
 
     def finished(self, outcome: Outcome) -> None:
         if outcome.status == "fail" and outcome.test_id not in self.shown:
+            first = not self.shown
             self.shown.add(outcome.test_id)
             if outcome.parent_id is not None:
                 self.shown.add(outcome.parent_id)  # its own line would only repeat this one
-            headline = outcome.headline()
-            self._line(self.style("FAIL", "31") + f" {outcome.test_id}: {headline}")
+            if outcome.test_id.startswith(FAILED_TEST_PREFIX):
+                self._import_failure(outcome)
+            else:
+                self._failure(outcome, detailed=first)
         elif outcome.status == "uxsuccess":
-            self._line(self.style("UNEXPECTED SUCCESS", "31") + f" {outcome.test_id}")
+            where = self._where(outcome)
+            self._line(self.style("UNEXPECTED SUCCESS", "31") + f" {outcome.test_id} ({where})")
+
+    def _failure(self, outcome: Outcome, *, detailed: bool) -> None:
+        head = self.style("FAIL", "31") + f" {outcome.test_id} ({self._where(outcome)})"
+        if not detailed:
+            self._line(f"{head}: {outcome.headline()}")
+            return
+        self._line(head)
+        details = outcome.text("traceback") or outcome.text("reason") or outcome.headline()
+        for line in details.rstrip().splitlines():
+            self._line(f"    {line}")
+
+    def _import_failure(self, outcome: Outcome) -> None:
+        """``ERROR cannot import pkg.mod (pkg/helper.py:3): SyntaxError: ...``, the source
+        line and, for a syntax error, the caret under it."""
+        module = outcome.test_id[len(FAILED_TEST_PREFIX) :]
+        failure = import_failure(outcome.text("traceback"), self.roots)
+        head = self.style("ERROR", "31") + f" cannot import {module}"
+        if failure is None:
+            self._line(f"{head} ({self._where(outcome)}): {outcome.headline()}")
+            return
+        frame = failure.frame
+        self._line(f"{head} ({_shown_path(frame.path)}:{frame.line}): {failure.error}")
+        for extra in (frame.source, frame.marker):
+            if extra is not None:
+                self._line(f"    {extra}")
+
+    def _where(self, outcome: Outcome) -> str:
+        """``path:line`` where ``outcome`` failed in the project, else where it is defined."""
+        frame = project_frame(outcome.text("traceback"), self.roots)
+        if frame is not None:
+            return f"{_shown_path(frame.path)}:{frame.line}"
+        path, line = self.locator.locate(outcome.test_id, outcome.parent_id)
+        if path is None:
+            return "location unknown"
+        return _shown_path(path) + (f":{line}" if line else "")
 
     def control(self, name: str, body: dict[str, Any]) -> None:
         if name == "testserver.reload" and body.get("restarted"):
@@ -250,6 +312,12 @@ class ConciseRenderer(Renderer):
         for crash in tally.complete.get("crashes", []):
             self._line(self.style(f"crash: {crash}", "31"))
         self._line(f"{tally.summary(self.dash)} {self.dash} {self.style.verdict(tally)}")
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the current directory when it is below it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative
 
 
 def _describe(paths: Sequence[str]) -> str:
@@ -310,40 +378,107 @@ class Watch:
         self.session = Session(server_args, renderer)
         self.modules = ProjectModules(roots)
         self.failing: set[str] = set()
+        self.selectors: list[str] = list(args.selectors)
+        """What the tests are filtered by: the command line's, or the ``p`` key's pattern."""
+        self.last: list[str] = []
+        """The ids of the last run, for Enter."""
 
     def first_run(self) -> None:
         """Run every selected test once."""
+        self.run_all()
+
+    def run_all(self) -> None:
+        """Run every test the selectors select (``a``)."""
         ids = self.session.refresh(changed=False)
-        selected, unmatched = select(ids, self.args.selectors)
+        selected, unmatched = select(ids, self.selectors)
         for selector in unmatched:
             self.renderer.message(f"no test matches {selector!r}")
         if selected:
             self._run(ids, selected, ())
 
+    def run_failures(self) -> None:
+        """Run the tests that failed last time (``f``)."""
+        ids = self.session.refresh(changed=False)
+        selected = [test_id for test_id in ids if test_id in self.failing]
+        if not selected:
+            self.renderer.message("no failing tests to run")
+            return
+        self._run(ids, selected, ())
+
+    def run_again(self) -> None:
+        """Run the last run's tests again (Enter)."""
+        ids = self.session.refresh(changed=False)
+        selected = [test_id for test_id in ids if test_id in set(self.last)]
+        if not selected:
+            self.run_all()
+            return
+        self._run(ids, selected, ())
+
+    def filter(self, pattern: str) -> None:
+        """Filter by ``pattern`` from now on (``p``); an empty one goes back to the command
+        line's selection. Then run what it selects."""
+        self.selectors = [pattern] if pattern else list(self.args.selectors)
+        shown = repr(pattern) if pattern else "none"
+        self.renderer.message(f"filter: {shown}")
+        self.run_all()
+
     def on_change(self, paths: set[str]) -> None:
         """Run the tests affected by changes to ``paths``."""
         ids = self.session.refresh(changed=True)
         wanted = module_tests(ids, self.modules.affected_modules(paths)) | (self.failing & set(ids))
-        selected = [i for i in select(ids, self.args.selectors)[0] if i in wanted]
+        selected = [i for i in select(ids, self.selectors)[0] if i in wanted]
         if not selected:
             self.renderer.message(f"{_describe(sorted(paths))} changed: no tests affected")
             return
         self._run(ids, selected, sorted(paths))
 
-    def serve(self, take: Callable[[], set[str]]) -> None:
-        """The first run, then one per batch of changed paths ``take()`` reports; forever."""
+    def serve(self, take: Callable[[], set[str]], keys: Keys | None = None) -> None:
+        """The first run, then one per batch of changed paths ``take()`` reports, and one
+        per key (see :data:`KEYS`), until ``q``."""
         self.first_run()
         self.renderer.message("watching for changes (Ctrl-C to stop)")
+        if keys is not None:
+            self.renderer.message(KEYS_HELP)
+        source = Input(lambda: {p for p in take() if p.endswith(".py")}, keys)
         while True:
-            paths = wait_for_changes(lambda: {p for p in take() if p.endswith(".py")})
-            for attempt in range(2):
-                try:
-                    self.on_change(paths)
-                    break
-                except ClientError as error:  # the server died: once more, on a new one
-                    self.session.close()
-                    again = "; starting a new one" if attempt == 0 else ""
-                    self.renderer.message(f"the server failed: {error}{again}")
+            event = source.next(wait_for_changes)
+            if isinstance(event, str):
+                if event == "q":
+                    return
+                action = self._key_action(event, keys)
+                if action is None:
+                    continue
+            else:
+                action = functools.partial(self.on_change, event)
+            self._attempt(action)
+
+    def _key_action(self, key: str, keys: Keys | None) -> Callable[[], None] | None:
+        """What ``key`` does now; ``None`` for a key that does nothing (or a cancelled
+        pattern)."""
+        if key == "p" and keys is not None:
+            write = getattr(self.renderer, "write", _echo)
+            pattern = keys.read_line("pattern (Enter: apply, empty: none, Esc: cancel) › ", write)
+            return None if pattern is None else functools.partial(self.filter, pattern.strip())
+        actions = {
+            "a": self.run_all,
+            "f": self.run_failures,
+            ENTER: self.run_again,
+            "\r": self.run_again,
+        }
+        if key in ("h", "?"):
+            self.renderer.message(KEYS_HELP)
+        return actions.get(key)
+
+    def _attempt(self, action: Callable[[], None]) -> None:
+        """Do ``action``; if the server died, once more on a new one."""
+        for attempt in range(2):
+            try:
+                action()
+                return
+            except ClientError as error:
+                self.session.close()
+                again = "; starting a new one" if attempt == 0 else ""
+                self.renderer.message(f"the server failed: {error}{again}")
 
     def _run(self, ids: list[str], selected: list[str], changed: Sequence[str]) -> None:
         assert self.session.client is not None
@@ -357,6 +492,18 @@ class Watch:
         )
         not_run = set(tally.not_run) & self.failing
         self.failing = failing_ids(tally.problems, ids) | not_run
+        self.last = list(selected)
+
+
+def _terminated(number: int, frame: object) -> None:
+    """SIGTERM: exit through the ``finally`` that restores the terminal."""
+    raise SystemExit(128 + number)
+
+
+def _echo(text: str) -> None:
+    """Echo the typed pattern on stderr: JSON output on stdout stays JSON."""
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def watch_parser() -> argparse.ArgumentParser:
@@ -377,8 +524,11 @@ def watch_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    """Entry point of ``testserver watch``: 0 after Ctrl-C, 2 if the server cannot start."""
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stdin_keys: bool = True
+) -> int:
+    """Entry point of ``testserver watch``: 0 after ``q`` or Ctrl-C, 2 if the server cannot
+    start. ``stdin_keys``: read keys when stdin is a terminal."""
     from testserver.watching import Watcher
 
     args = watch_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
@@ -389,14 +539,18 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
 
         renderer: Renderer = JsonRenderer(stream, Locator(roots))
     else:
-        renderer = ConciseRenderer(stream, Style(use_colour(stream, args.no_color)))
+        renderer = ConciseRenderer(stream, Style(use_colour(stream, args.no_color)), roots)
     state = Watch(args, renderer, roots)
     watcher = Watcher(roots, poll=args.poll)
+    keys = Keys.open(sys.stdin) if stdin_keys else None
+    if keys is not None:  # a kill must not leave the terminal in cbreak mode
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         problem = watcher.start()
         if problem:
             renderer.message(problem)
-        state.serve(watcher.take)
+        state.serve(watcher.take, keys)
+        return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_OK
     except BrokenPipeError:
@@ -405,5 +559,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         renderer.message(f"the server failed: {error}")
         return EXIT_ERROR
     finally:
+        if keys is not None:
+            keys.close()
         watcher.close()
         state.session.close()

@@ -45,7 +45,7 @@ from testserver.fds import close_all_except, make_private, private_pipe
 from testserver.interactive import install_stdin
 from testserver.loading import TestIndex
 from testserver.results import PacketResult
-from testserver.subtests import patch_testtools
+from testserver.subtests import packet_result
 from testserver.wire.commands import RunTests
 from testserver.wire.control import STDIN_WANTED, encode_control
 from testserver.wire.framing import FrameDecoder, encode_command
@@ -147,6 +147,8 @@ class WorkerOptions:
     subunit_version: str = "2.1"
     interactive_stdin: bool = True
     """True: a test's stdin is a pipe fed by ``stdin`` commands. False: it reads end of input."""
+    subtests: str = "report"
+    """How subtests are reported: ``report`` or ``fold`` (see :mod:`testserver.subtests`)."""
 
 
 class WorkerHandle:
@@ -516,8 +518,9 @@ def _run_batch(
         write_all(events_w, data)
 
     found, unknown = index.resolve(command.test_ids)
-    result = PacketResult(write, capture=capture, subunit_version=options.subunit_version)
-    patch_testtools(result)
+    result = packet_result(
+        write, subtests=options.subtests, capture=capture, subunit_version=options.subunit_version
+    )
     if options.interactive_stdin:
         install_stdin(0, lambda: _announce_wait(command.id, result, write))
     for test_id in unknown:  # the parent resolves the batch first: a safety net only

@@ -179,8 +179,15 @@ A run's start clears the buffer and shows them again under its header.")
                        :sentinel #'testserver--sentinel)))
         (process-put process 'testserver-root root)
         (process-put process 'testserver-partial "")
+        (process-put process 'testserver-state 'loading)
         (puthash root process testserver--bridges)
+        (message "testserver: loading the tests of %s..." root)
         process))))
+
+(defun testserver-bridge-state (&optional root)
+  "The state of ROOT's bridge: `loading', `ready' or nil (no bridge running)."
+  (let ((process (gethash (or root (testserver--root)) testserver--bridges)))
+    (and (process-live-p process) (process-get process 'testserver-state))))
 
 (defun testserver--send (process command)
   "Send COMMAND, an alist, to PROCESS as one JSON line."
@@ -267,6 +274,7 @@ FAIL lines and traceback lines are links; \\[next-error] visits the next one."
   "Show EVENT, a JSON event of the bridge PROCESS."
   (let-alist event
     (pcase .event
+      ("ready" (testserver--on-ready process event))
       ("start" (testserver--on-start process event))
       ("test" (testserver--on-test process event))
       ("test-output" (testserver--insert .text))
@@ -281,6 +289,20 @@ FAIL lines and traceback lines are links; \\[next-error] visits the next one."
          (testserver--insert (format "testserver: %s failed: %s\n" .command
                                      (or .message .code)) 'testserver-fail)))
       ("error" (testserver--insert (format "testserver: %s\n" .message) 'testserver-fail)))))
+
+(defun testserver--on-ready (process event)
+  "Note that the bridge PROCESS has loaded its tests (EVENT), and any load errors."
+  (process-put process 'testserver-state 'ready)
+  (let-alist event
+    (dolist (failure (append .load_errors nil))
+      (let-alist failure
+        (testserver--note (propertize (format "testserver: cannot import %s: %s\n"
+                                              .module .message)
+                                      'face 'testserver-fail))))
+    (message "testserver: ready, %s tests%s" .tests
+             (if (> (length .load_errors) 0)
+                 (format ", %d failed to import" (length .load_errors))
+               ""))))
 
 (defun testserver--on-start (process event)
   "Clear the results buffer for the run of PROCESS that EVENT starts."

@@ -4,6 +4,7 @@
 " supported). One `testserver bridge` process per project is started on first use and kept:
 " the server imports the tests once and reloads changed modules before each run.
 "
+"   :TestserverStart        start the project's bridge now (it says loading, then ready)
 "   :TestserverRunNearest   the test method, class or module at the cursor
 "   :TestserverRunFile      the tests of this file
 "   :TestserverRunAll       every test of the project
@@ -18,6 +19,9 @@
 "   g:testserver_run_on_save  0: 1 runs a test file's tests when it is written
 "   g:testserver_input        'input': the name of the function that reads the line a
 "                             waiting test gets (called with the prompt)
+"
+" The bridge echoes "loading" when it starts and "ready, N tests" (and any module that
+" failed to import) once its server has loaded them; TestserverState() says which.
 "
 " When a test waits for input (breakpoint(), input()), its recent output is shown as the
 " prompt of input(): type pdb commands (p x, n, c); CTRL-C cancels the test.
@@ -38,6 +42,7 @@ let g:testserver_input = get(g:, 'testserver_input', 'input')
 let s:jobs = {}       " project root -> bridge job
 let s:runs = {}       " project root -> {'items': [...], 'output': '', 'last': [...]}
 let s:next_id = 0
+let s:states = {}     " project root -> 'loading' | 'ready'
 let s:stderr = []     " the bridges' last diagnostics
 
 " -- project, module and test ids -------------------------------------------------------
@@ -128,6 +133,8 @@ function! s:Job(root) abort
   if job_status(job) !=# 'run'
     echoerr 'testserver: cannot start ' . join(g:testserver_command) . ' bridge'
   endif
+  let s:states[a:root] = 'loading'
+  echo 'testserver: loading the tests of ' . a:root . '...'
   let s:jobs[a:root] = job
   return job
 endfunction
@@ -166,7 +173,14 @@ function! s:OnLine(root, channel, line) abort
   let run = get(s:runs, a:root, {'items': [], 'output': '', 'last': []})
   let s:runs[a:root] = run
   let kind = get(event, 'event', '')
-  if kind ==# 'start'
+  if kind ==# 'ready'
+    let s:states[a:root] = 'ready'
+    for failure in event.load_errors
+      echomsg printf('testserver: cannot import %s: %s', failure.module, failure.message)
+    endfor
+    echo printf('testserver: ready, %d tests', event.tests)
+      \ . (empty(event.load_errors) ? '' : printf(', %d failed to import', len(event.load_errors)))
+  elseif kind ==# 'start'
     let run.items = []
     echo printf('testserver: running %d test(s)', event.tests)
   elseif kind ==# 'test' && index(['fail', 'uxsuccess'], event.status) >= 0
@@ -240,6 +254,7 @@ endfunction
 function! s:OnExit(root, job, status) abort
   if get(s:jobs, a:root, v:null) is a:job
     call remove(s:jobs, a:root)
+    call remove(s:states, a:root)
   endif
   if a:status != 0
     echomsg printf('testserver: the bridge for %s exited with status %d: %s',
@@ -249,6 +264,13 @@ endfunction
 
 " -- commands ---------------------------------------------------------------------------
 
+" 'loading', 'ready' or '' (no bridge) for the current project: for 'statusline',
+" e.g. set statusline+=%{TestserverState()}
+function! TestserverState() abort
+  return get(s:states, s:Root(), '')
+endfunction
+
+command! TestserverStart call s:Job(s:Root())
 command! TestserverRunNearest call s:Run([s:Nearest(s:Root())])
 command! TestserverRunFile call s:Run([s:Module(s:Root())])
 command! TestserverRunAll call s:Run([])
