@@ -52,7 +52,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from testserver import __version__, shim
+from testserver import __version__, project, shim
 from testserver.client import Client, ClientError
 from testserver.pool import (
     EXIT_USAGE,
@@ -114,15 +114,18 @@ def check_request(request: object) -> dict[str, Any]:
     """Validate a decoded request line; return it or raise :class:`BadRequest`."""
     if not isinstance(request, dict) or request.get("v") != shim.DAEMON_PROTOCOL:
         raise BadRequest(f"expected a version {shim.DAEMON_PROTOCOL} request object")
-    if request.get("op") not in ("run", "list", "status", "stop"):
+    if request.get("op") not in ("run", "list", "status", "stop", "console"):
         raise BadRequest(f"unknown op {request.get('op')!r}")
     if request["op"] in ("status", "stop"):
         return request
+    console = request["op"] == "console"
     checks: list[tuple[str, Callable[[Any], bool]]] = [
         ("cwd", lambda v: isinstance(v, str) and os.path.isabs(v)),
         ("python", lambda v: isinstance(v, str) and bool(v)),
-        ("server_args", _strings),
-        ("ids", lambda v: v is None or _strings(v)),
+        ("argv" if console else "server_args", _strings),
+        ("command", lambda v: v == "run")
+        if console
+        else ("ids", lambda v: v is None or _strings(v)),
         (
             "env",
             lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.items() for x in x),
@@ -193,6 +196,14 @@ class Session:
         elif op == "stop":
             self._send_line({"stopping": True, "pid": os.getpid()})
             self.daemon.request_stop("testserver daemon stop")
+        elif op == "console":
+            from testserver import daemonconsole
+
+            self.daemon.touch()
+            try:
+                daemonconsole.serve(self.daemon, self.conn, request)
+            finally:
+                self.daemon.touch()
         elif request.get("version") != __version__:
             reason = (
                 f"the daemon runs testserver {__version__} but this client is "
@@ -577,6 +588,7 @@ def _listening(directory: str) -> bool:
 def serve(directory: str, idle: float) -> int:
     """Run a daemon for ``directory`` in this process, unless one already runs there."""
     shim.private_dir(directory, create=True)
+    project.ensure_gitignore(directory)
     directory = os.path.abspath(directory)
     deadline = time.monotonic() + shim.START_TIMEOUT
     while _lock(directory) is None:
@@ -633,15 +645,20 @@ def _stop(directory: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="testserver daemon",
-        description="The daemon that keeps warm test servers for testserver-client "
-        "(testr, stestr). It starts on demand; these commands manage it.",
+        description="The project's daemon, which keeps warm test servers for `testserver run` "
+        "at a terminal and for testserver-client (testr, stestr). It starts on demand; these "
+        "commands manage it. The project is the nearest directory above the working "
+        "directory (or --project) holding pyproject.toml, setup.py, setup.cfg, tox.ini, "
+        ".testr.conf, .stestr.conf, .git or .hg.",
     )
     parser.add_argument("command", choices=("start", "stop", "status", "serve"))
     parser.add_argument(
+        "--project", metavar="DIR", help="the project (default: found from the working directory)"
+    )
+    parser.add_argument(
         "--socket-dir",
         metavar="DIR",
-        help="the daemon's directory (default: $XDG_RUNTIME_DIR/testserver if set, else "
-        "./.testserver)",
+        help="the daemon's directory (default: PROJECT/.testserver, or $TESTSERVER_DAEMON_DIR)",
     )
     parser.add_argument(
         "--idle",
@@ -656,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``testserver daemon start|stop|status|serve``."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    directory = os.path.abspath(args.socket_dir or shim.socket_dir())
+    root, marked = project.find_root(args.project)
+    directory = os.path.abspath(args.socket_dir or project.daemon_dir(root))
     if args.idle <= 0:
         print("testserver daemon: --idle must be positive", file=sys.stderr)
         return EXIT_USAGE
@@ -670,14 +688,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = _ask(directory, "status")
     except shim.DaemonUnavailable as error:
         if args.command == "status":
-            print(json.dumps({"running": False, "socket_dir": directory, "reason": str(error)}))
+            if not marked and not args.socket_dir:
+                print(
+                    f"testserver daemon: {root} is not inside a project (no "
+                    f"{', '.join(project.MARKERS)} in it or above it); use --project DIR",
+                    file=sys.stderr,
+                )
+            answer = {"running": False, "project": root, "socket_dir": directory}
+            print(json.dumps({**answer, "reason": str(error)}))
         else:
             print(f"testserver daemon: {error}", file=sys.stderr)
         return 1
     if args.command == "start":
         print(f"testserver daemon: running (pid {status['pid']}), socket {status['socket']}")
     else:
-        print(json.dumps(status, indent=2))
+        print(json.dumps({"project": root, **status}, indent=2))
     return 0
 
 

@@ -25,9 +25,10 @@ process (``python -m testserver ...``) and says so on stderr. Exit status: as on
 died or the daemon went away mid-stream (then the stream also has a failing test saying so).
 
 **Where the daemon listens.** A Unix socket ``daemon.sock`` in a directory only its user can
-enter (mode 0700, checked before every connect): ``$XDG_RUNTIME_DIR/testserver/`` when
-``XDG_RUNTIME_DIR`` is set (one daemon per user, serving every project), else
-``<project>/.testserver/`` (one per project). Never a TCP port.
+enter (mode 0700, checked before every connect): ``<project>/.testserver/``, the project
+being the nearest directory above the working directory with a ``pyproject.toml``, ``.git``,
+``.testr.conf``... (:mod:`testserver.project`; ``TESTSERVER_DAEMON_DIR`` overrides it).
+Never a TCP port.
 
 **The daemon protocol** (version :data:`DAEMON_PROTOCOL`), one request per connection:
 
@@ -248,11 +249,10 @@ def read_load_list(path: str) -> list[str]:
 
 
 def socket_dir(project: str | None = None) -> str:
-    """The daemon's directory: ``$XDG_RUNTIME_DIR/testserver``, else ``<project>/.testserver``."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "testserver")
-    return os.path.join(os.path.abspath(project or os.getcwd()), ".testserver")
+    """The daemon's directory: ``<project root>/.testserver`` (:mod:`testserver.project`)."""
+    from testserver.project import daemon_dir, find_root
+
+    return daemon_dir(find_root(project)[0])
 
 
 def private_dir(directory: str, *, create: bool) -> None:
