@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from testserver import __version__
 from testserver.client import Client, ClientError
 from testserver.pool import ServerKey, StartFailed, WarmServer
-from testserver.runcommand import Session, run_main
+from testserver.runcommand import Session, StartError, run_main
 
 if TYPE_CHECKING:
     from testserver.daemon import Daemon
@@ -146,7 +146,7 @@ def serve(daemon: Daemon, conn: socket.socket, request: dict[str, Any]) -> None:
         try:
             server, _ = daemon.pool.acquire(key, request["env"])
         except StartFailed as error:
-            raise ClientError(error.message) from None
+            raise StartError(error.message) from None
         canceller.client = server.client
         try:
             yield WarmSession(server)

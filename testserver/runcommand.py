@@ -80,6 +80,10 @@ class Session:
         return None
 
 
+class StartError(ClientError):
+    """No server could be started for the command; the message says why."""
+
+
 Connect = Callable[[list[str]], contextlib.AbstractContextManager[Session]]
 """Given ``python -m testserver --serve`` arguments, a context giving a :class:`Session`."""
 
@@ -89,7 +93,11 @@ def cold_connect(cwd: str | None = None) -> Connect:
 
     @contextlib.contextmanager
     def connect(server_args: list[str]) -> Iterator[Session]:
-        with Client.spawn(["--no-reload", *server_args], cwd=cwd, stderr=None) as client:
+        try:
+            client = Client.spawn(["--no-reload", *server_args], cwd=cwd, stderr=None)
+        except (OSError, ClientError) as error:
+            raise StartError(str(error)) from None
+        with client:
             yield Session(client)
 
     return connect
@@ -344,6 +352,9 @@ def run_main(
         return EXIT_FAILED
     except BrokenPipeError:
         return stdout_closed() if stdout is None else EXIT_FAILED
+    except StartError as error:
+        renderer.message(f"cannot start the server: {error}")
+        return EXIT_ERROR
     except (OSError, ClientError) as error:
         renderer.message(f"the server failed: {error}")
         return EXIT_ERROR
