@@ -6,13 +6,19 @@ Reproduce (from the repository root, with the project's venv)::
     .venv/bin/python bench/bench_cli.py --quick    # 2 rounds
 
 On a copy of the 10,000-test suite S2 (``bench/gensuites.py``) in a temporary directory (a
-project of its own), each round runs, with no daemon and no ``.testserver/`` state yet, ``testserver run --daemon ID``
-twice with the same test id, as a person at a terminal would type it twice: the first run
-starts the project's daemon and a server that imports the 10,000 tests, the second finds
-them warm. (``--daemon`` stands for the terminal: at a terminal it is the default.) Each run
-is a whole process, timed from spawn to exit; both must exit 0 having run exactly that one
-test, or the script stops. The daemon is stopped after each round. It prints the median of
-each and their ratio, the goal being at least 50; raw samples go to ``bench/out/cli.json``.
+project of its own), each round runs ``testserver run --daemon ID`` twice with the same
+test id, with no daemon and no ``.testserver/`` state before the first, as a person at a
+terminal would type it twice: the first run starts the project's daemon and a server that
+imports the 10,000 tests, the second finds them warm. (``--daemon`` stands for the
+terminal: at a terminal it is the default.) Each run is a whole process, timed from spawn to
+exit; both must exit 0 having run exactly that one test, or the script stops. The daemon is
+stopped after each round, and ``python -c pass`` is timed too: the floor of any run.
+
+Two installs are measured side by side, interleaved: this venv's ``testserver`` (an
+editable install, whose import hook costs every start-up ``pathlib`` and ``re``), and the
+layout ``pip install testserver`` gives (a venv finding the package and its dependencies by
+plain path entries, made in ``bench/out/venv-regular``). It prints the medians and the ratio
+first/second for each, the goal being at least 50; raw samples go to ``bench/out/cli.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -42,16 +49,50 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("TESTSERVER_NO_DAEMON", 
 ENV.pop("TESTSERVER_DAEMON_DIR", None)
 
 
-def testserver_command() -> list[str]:
+SCRIPT = """#!{python}
+import re
+import sys
+from testserver.cli import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
+"""pip's console script for ``testserver``, for the regular-install layout."""
+
+
+def dev_command() -> list[str]:
+    """``testserver`` of this venv (an editable install: its import hook loads at start-up)."""
     script = Path(sys.executable).parent / "testserver"
     return [str(script)] if script.exists() else [sys.executable, "-m", "testserver"]
 
 
-def timed_run(project: Path, test_id: str) -> float:
+def regular_command() -> list[str]:
+    """``testserver`` laid out as ``pip install testserver`` leaves it: a venv whose
+    site-packages finds the package and its dependencies by plain path entries, with no
+    editable import hook (which costs the dev venv's every start-up pathlib and re)."""
+    venv = OUT / "venv-regular"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ours = sysconfig.get_paths()["purelib"]
+    Path(purelib, "testserver-bench.pth").write_text(f"{HERE.parent}\n{ours}\n")
+    script = venv / "bin" / "testserver"
+    script.write_text(SCRIPT.format(python=python))
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def timed_run(command: list[str], project: Path, test_id: str) -> float:
     """Seconds for one ``testserver run --daemon TEST_ID``; stop if it did not pass."""
     began = time.perf_counter()
     result = subprocess.run(
-        [*testserver_command(), "run", "--daemon", "--no-color", test_id],
+        [*command, "run", "--daemon", "--no-color", test_id],
         cwd=project,
         env=ENV,
         stdin=subprocess.DEVNULL,
@@ -65,9 +106,19 @@ def timed_run(project: Path, test_id: str) -> float:
     return elapsed
 
 
-def stop_daemon(project: Path) -> None:
+def floor(command: list[str]) -> float:
+    """Seconds for the interpreter of ``command`` to start and exit: the floor of any run."""
+    python = command[0]
+    if python.endswith("testserver"):  # a console script: its interpreter is on line 1
+        python = Path(python).read_text().splitlines()[0].removeprefix("#!")
+    began = time.perf_counter()
+    subprocess.run([python, "-c", "pass"], check=True)
+    return time.perf_counter() - began
+
+
+def stop_daemon(command: list[str], project: Path) -> None:
     subprocess.run(
-        [*testserver_command(), "daemon", "stop"],
+        [*command, "daemon", "stop"],
         cwd=project,
         env=ENV,
         capture_output=True,
@@ -87,26 +138,40 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="tsbcli-"))
     project = scratch / "S2"  # outside the repository: a project of its own
     shutil.copytree(suite, project)
-    first, second = [], []
+    layouts = {"dev venv (editable)": dev_command(), "regular install": regular_command()}
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"first": [], "second": [], "python": []} for name in layouts
+    }
     try:
         for number in range(1, rounds + 1):
-            shutil.rmtree(project / ".testserver", ignore_errors=True)
-            try:
-                first.append(timed_run(project, test_id))
-                second.append(timed_run(project, test_id))
-            finally:
-                stop_daemon(project)
-            print(f"round {number}: first {first[-1]:.3f} s, second {second[-1]:.4f} s")
+            for name, command in layouts.items():
+                shutil.rmtree(project / ".testserver", ignore_errors=True)
+                times = samples[name]
+                try:
+                    times["first"].append(timed_run(command, project, test_id))
+                    times["second"].append(timed_run(command, project, test_id))
+                finally:
+                    stop_daemon(command, project)
+                times["python"].append(floor(command))
+                print(
+                    f"round {number}, {name}: first {times['first'][-1]:.3f} s, "
+                    f"second {times['second'][-1]:.4f} s, python -c pass "
+                    f"{times['python'][-1]:.4f} s",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    cold, warm = statistics.median(first), statistics.median(second)
-    ratio = cold / warm
     print(f"\ntestserver run {test_id} on S2 (10,000 tests), {rounds} rounds, medians:")
-    print(f"  first run (cold: daemon + server start, import): {cold:.3f} s")
-    print(f"  second run (warm):                               {warm:.4f} s")
-    print(f"  ratio first/second: {ratio:.1f}x (goal >= {GOAL:g}x)")
+    for name, times in samples.items():
+        cold, warm = statistics.median(times["first"]), statistics.median(times["second"])
+        python = statistics.median(times["python"])
+        print(f"  {name}:")
+        print(f"    first run (cold: daemon, server, imports): {cold:.3f} s")
+        print(f"    second run (warm):                          {warm:.4f} s")
+        print(f"    python -c pass (the floor):                 {python:.4f} s")
+        print(f"    ratio first/second: {cold / warm:.1f}x (goal >= {GOAL:g}x)")
     OUT.mkdir(exist_ok=True)
-    (OUT / "cli.json").write_text(json.dumps({"first": first, "second": second}, indent=2))
+    (OUT / "cli.json").write_text(json.dumps(samples, indent=2))
     return 0
 
 

@@ -184,12 +184,16 @@ def test_verbose_prints_a_line_per_test_with_error_distinct_from_fail(demo):
     assert "FAIL: cdemo.test_outcomes.Outcomes.test_fail" in lines
 
 
-def test_failfast_stops_at_the_first_failure(demo):
-    result = ts("run", *DEMO, "-x", "Outcomes", cwd=demo)
-    out = result.stdout.decode()
+def test_failfast_stops_at_the_first_failure(tmp_path):
+    project = project_copy(PROJECTS / "cli_failfast", tmp_path / "p")
+    result = ts("run", "-t", ".", "-s", "cfailfast", "-x", "--format", "json", cwd=project)
     assert result.returncode == 1
-    assert out.splitlines()[0].startswith("F ")  # test_bytes fails first; nothing after it ran
-    assert out.splitlines()[-1] == "FAILED (failures=1, not run=6)"
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["status"] == "cancelled" and summary["ok"] is False
+    assert summary["not_run"] == ["cfailfast.test_ff.FailFast.test_c_never"]
+    assert summary["outcomes"]["success"] == 0  # test_b_blocks was stopped, not passed
+    human = ts("run", "-t", ".", "-s", "cfailfast", "--failfast", cwd=project).stdout.decode()
+    assert human.splitlines()[-1].startswith("FAILED (failures=1")  # not INTERRUPTED
 
 
 def test_durations_lists_the_slowest_tests(demo):

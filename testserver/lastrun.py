@@ -41,9 +41,12 @@ class LastRun:
     def record(self, passed: Iterable[str], failed: Iterable[str]) -> None:
         """Update the set with one run's results (best effort: a read-only tree is fine)."""
         passed_set = set(passed)
-        current = [i for i in self.failed() if i not in passed_set]
+        before = self.failed()
+        current = [i for i in before if i not in passed_set]
         seen = set(current)
         current += [i for i in dict.fromkeys(failed) if i not in seen]
+        if current == before and os.path.exists(self.path):
+            return  # unchanged: a warm re-run should not pay for a write
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             project.ensure_gitignore(self.directory)
