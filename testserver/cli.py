@@ -33,7 +33,7 @@ CLIENT_COMMANDS = {
     "watch": "testserver.watch:main",
     "debug": "testserver.debugging:main",
     "bridge": "testserver.bridge:main",
-    "daemon": "testserver.daemon:main",
+    "daemon": "testserver.daemonctl:main",
 }
 """First arguments that select a client command instead of a test name."""
 
