@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from serverproc import session_processes
+from terminal import run_at_terminal
 
 from testserver.runmodel import Assembler, Outcome, Output, Started, Tally, select
 from testserver.wire.events import Packet
@@ -189,28 +189,13 @@ def run_on_a_terminal(*args: str, env_extra: dict | None = None) -> str:
     """Run ``testserver run ARGS`` with stdout on a pseudo-terminal; return what it showed."""
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
     env.update(env_extra or {})
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
+    code, shown = run_at_terminal(
         [sys.executable, "-m", "testserver", "run", "-t", ".", "-s", "cpass", *args],
         cwd=PROJECTS / "cli_pass",
-        stdout=slave,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
         env=env,
     )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # EIO: the terminal's other side is closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert process.wait(TIMEOUT) == 0
-    return b"".join(chunks).decode()
+    assert code == 0
+    return shown.decode()
 
 
 def test_colour_on_a_terminal():
