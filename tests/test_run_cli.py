@@ -358,3 +358,35 @@ def test_daemon_status_outside_a_project_says_which_directory(tmp_path):
     answer = json.loads(result.stdout)
     assert answer["running"] is False and answer["project"] == os.path.realpath(tmp_path)
     assert "is not inside a project" in result.stderr
+
+
+def test_thin_client_agrees_with_the_shim():
+    from testserver import shim, warmcli
+
+    assert warmcli.DAEMON_PROTOCOL == shim.DAEMON_PROTOCOL
+    assert (warmcli.SOCKET_NAME, warmcli.NO_DAEMON_ENV) == (shim.SOCKET_NAME, shim.NO_DAEMON_ENV)
+    request = {"v": 1, "argv": ["-k", 'é\n"x"'], "env": {"A": "b"}, "tty": True, "c": None}
+    assert json.loads(warmcli.encode(request)) == request
+
+
+def test_a_warm_run_imports_neither_json_nor_socket(warm_project):
+    code, _ = at_terminal("run", "-t", ".", "-s", "cpass", cwd=warm_project)
+    assert code == 0
+    probe = (
+        "import sys, runpy; sys.argv = ['testserver', 'run', '--daemon', '-t', '.', '-s', "
+        "'cpass']; code = 0\n"
+        "try:\n    runpy.run_module('testserver', run_name='__main__')\n"
+        "except SystemExit as exit_:\n    code = exit_.code\n"
+        "heavy = ('json', 'socket', 'testserver.shim', 'argparse')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "print(code, heavy, file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=warm_project,
+        env=ENV,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=TIMEOUT,
+    )
+    assert result.stderr.decode().splitlines()[-1] == "0 []", result.stderr

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -132,7 +131,7 @@ def serve(daemon: Daemon, conn: socket.socket, request: dict[str, Any]) -> None:
             f"the daemon runs testserver {__version__} but this is "
             f"{request.get('version')}; run `testserver daemon stop` to restart it"
         )
-        channel.send(b"x", json.dumps({"fallback": True, "reason": reason}).encode())
+        channel.send(b"f", reason.encode())
         return
     canceller = Canceller(conn, channel)
     canceller.start()
@@ -168,4 +167,4 @@ def serve(daemon: Daemon, conn: socket.socket, request: dict[str, Any]) -> None:
     )
     stdout.flush()
     stderr.flush()
-    channel.send(b"x", json.dumps({"exit": code}).encode())
+    channel.send(b"x", str(code).encode())

@@ -8,8 +8,9 @@ project. Its daemon and the CLI's memory of the last run (``--lf``/``--ff``) liv
 ``<project>/.testserver/`` (mode 0700, with a ``.gitignore`` of ``*``), unless
 ``TESTSERVER_DAEMON_DIR`` names another daemon directory (for CI and tests).
 
-This module imports only :mod:`os`: the fast client path (:mod:`testserver.shim`,
-:mod:`testserver.warmcli`) uses it.
+The checks a client makes before connecting (:func:`private_problem`,
+:func:`unix_address`) are here too. This module imports only :mod:`os`: the fast client
+paths (:mod:`testserver.shim`, :mod:`testserver.warmcli`) use it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ STATE_DIR = ".testserver"
 
 DAEMON_DIR_ENV = "TESTSERVER_DAEMON_DIR"
 """Overrides the daemon directory (one daemon for every project: CI, tests)."""
+
+MAX_UNIX_PATH = 100
+"""Socket paths longer than this do not fit ``sockaddr_un`` (108 bytes on Linux, 104 on BSD)."""
 
 GITIGNORE = "# Created by testserver: its daemon socket, log and last-run results.\n*\n"
 """Written into a new state directory, so that git never sees it."""
@@ -81,3 +85,31 @@ def loading_start(top: str | None, start: str | None, cwd: str | None = None) ->
     directory, else the start directory (unittest's default top), else ``cwd``."""
     base = cwd or os.getcwd()
     return os.path.realpath(os.path.join(base, top or start or "."))
+
+
+def private_problem(directory: str) -> str | None:
+    """Why ``directory`` is not ours alone (mode 0700, our uid, not a link), or ``None``.
+
+    A socket in a directory that someone else can write to could be theirs: connecting to it
+    would hand them our tests, our environment and our output.
+    """
+    try:
+        info = os.lstat(directory)
+    except OSError as error:
+        return f"no daemon directory {directory}: {error.strerror}"
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        return f"{directory} is not a directory"
+    if info.st_uid != os.getuid():
+        return f"{directory} belongs to uid {info.st_uid}, not to us"
+    if info.st_mode & 0o077:
+        mode = info.st_mode & 0o777
+        return f"{directory} is open to other users (mode {mode:o}); run: chmod 700 {directory}"
+    return None
+
+
+def unix_address(path: str) -> str:
+    """``path``, or a shorter relative path to it when it is too long for a Unix socket."""
+    if len(path) <= MAX_UNIX_PATH:
+        return path
+    relative = os.path.relpath(path)
+    return relative if len(relative) < len(path) else path

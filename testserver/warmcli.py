@@ -15,20 +15,24 @@ why. The first Ctrl-C cancels the run (the results so far are shown); a second o
 
 Answer framing (daemon to client), after the request line: frames of a one-byte tag, a
 four-byte big-endian length and that many bytes; ``o`` stdout bytes, ``e`` stderr bytes,
-``x`` the last frame, a JSON object with ``exit`` (or ``fallback`` and ``reason``). The
-client sends ``c`` to cancel the run; closing the connection cancels it too.
+then one last frame: ``x`` with the exit status in ASCII digits, or ``f`` with the reason
+(UTF-8) the client must run the command itself. The client sends ``c`` to cancel the run;
+closing the connection cancels it too.
 
-Like :mod:`testserver.shim`, this module imports only ``os``, ``sys``, ``socket`` and
-``json`` on its fast path.
+Start-up is what a warm run costs, so when the daemon is running this module imports only
+``os``, ``sys`` and the C modules ``_socket`` and ``_json`` (not :mod:`socket`, :mod:`json`
+or :mod:`testserver.shim`, whose ``enum`` and ``re`` cost more than the run); it takes
+:mod:`testserver.shim` only to start the daemon.
 """
 
 from __future__ import annotations
 
-import json
+import _json
+import _socket
 import os
 import sys
 
-from testserver import project, shim
+from testserver import __version__, project
 
 CONSOLE_OP = "console"
 """The daemon request that runs a client command for a remote terminal."""
@@ -39,6 +43,10 @@ CANCEL = b"c"
 HEADER = 5
 """Bytes before a frame's payload: the tag and the length."""
 
+SOCKET_NAME = "daemon.sock"
+NO_DAEMON_ENV = "TESTSERVER_NO_DAEMON"
+"""As in :mod:`testserver.shim`."""
+
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -48,7 +56,7 @@ _START_OPTIONS = ("-s", "--start-directory")
 
 def wants_daemon(argv: list[str]) -> bool:
     """Whether this ``testserver run`` should go through the daemon."""
-    if "--no-daemon" in argv or os.environ.get(shim.NO_DAEMON_ENV):
+    if "--no-daemon" in argv or os.environ.get(NO_DAEMON_ENV):
         return False
     if "-h" in argv or "--help" in argv:
         return False
@@ -76,13 +84,34 @@ def loading_dirs(argv: list[str]) -> tuple[str | None, str | None]:
     return found["top"], found["start"]
 
 
+DAEMON_PROTOCOL = 1
+"""As :data:`testserver.shim.DAEMON_PROTOCOL` (a test checks that they agree)."""
+
+READ_SIZE = 1 << 16
+
+
+def encode(value: object) -> str:
+    """JSON for the request's values (dicts, lists, strings, numbers, booleans, null)."""
+    if isinstance(value, str):
+        return _json.encode_basestring_ascii(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{encode(str(k))}:{encode(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(encode(item) for item in value) + "]"
+    raise TypeError(f"cannot encode {type(value).__name__} in a request")
+
+
 def request_for(argv: list[str], cwd: str) -> dict:
     """The daemon request of ``testserver run ARGV``."""
-    request = shim.base_request(CONSOLE_OP)
     try:
         columns: int | None = os.get_terminal_size(1).columns
     except OSError:
         columns = None
+    request: dict = {"v": DAEMON_PROTOCOL, "version": __version__, "op": CONSOLE_OP}
     request.update(
         command="run",
         argv=argv,
@@ -96,21 +125,49 @@ def request_for(argv: list[str], cwd: str) -> dict:
     return request
 
 
+def connect_running(directory: str):  # noqa: ANN201 - a _socket.socket
+    """A connection to the daemon running in ``directory``, or ``None``."""
+    if project.private_problem(directory) is not None:
+        return None
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(project.unix_address(os.path.join(directory, SOCKET_NAME)))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+class Unavailable(Exception):
+    """The daemon is not running and cannot be started; the message says why."""
+
+
 def connect(directory: str) -> tuple[object, bool]:
     """A connection to the daemon of ``directory`` and whether we had to start it."""
+    sock = connect_running(directory)
+    if sock is not None:
+        return sock, False
+    from testserver import shim
+
     try:
-        return shim.connect(directory), False
-    except shim.DaemonUnavailable:
         return shim.connect_or_start(directory, None), True
+    except shim.DaemonUnavailable as error:
+        raise Unavailable(str(error)) from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def relay(sock) -> dict:  # noqa: ANN001 - a socket; not imported for its type
-    """Copy the answer's frames to stdout and stderr; return the final frame's object."""
+    """Copy the answer's frames to stdout and stderr; return what the last frame says."""
     buffer = bytearray()
     interrupts = 0
     while True:
         try:
-            chunk = sock.recv(shim.READ_SIZE)
+            chunk = sock.recv(READ_SIZE)
         except KeyboardInterrupt:
             interrupts += 1
             if interrupts > 1:
@@ -130,9 +187,11 @@ def relay(sock) -> dict:  # noqa: ANN001 - a socket; not imported for its type
             tag, payload = buffer[0:1], bytes(buffer[HEADER : HEADER + size])
             del buffer[: HEADER + size]
             if tag == b"x":
-                return json.loads(payload)
+                return {"exit": int(payload)}
+            if tag == b"f":
+                return {"fallback": True, "reason": payload.decode("utf-8", "replace")}
             if tag in (b"o", b"e"):
-                shim._write_all(1 if tag == b"o" else 2, payload)
+                _write_all(1 if tag == b"o" else 2, payload)
             else:
                 return {"exit": EXIT_ERROR, "lost": True}
 
@@ -163,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = project.daemon_dir(root)
     try:
         sock, started = connect(directory)
-    except shim.DaemonUnavailable as error:
+    except Unavailable as error:
         return _in_process(argv, str(error))
     if started:
         _say(
@@ -171,17 +230,18 @@ def main(argv: list[str] | None = None) -> int:
             "between runs. `testserver daemon status` shows it, `testserver daemon stop` "
             "stops it (it also stops after 15 idle minutes); --no-daemon runs without it."
         )
-    with sock:  # type: ignore[attr-defined]
-        try:
-            shim.send_request(sock, request_for(argv, cwd))  # type: ignore[arg-type]
-            answer = relay(sock)
-        except KeyboardInterrupt:
-            _say("aborted")
-            return EXIT_INTERRUPTED
-        except BrokenPipeError:
-            return 1  # whoever read our stdout is gone; closing cancels the run
-        except (OSError, ValueError) as error:
-            answer = {"exit": EXIT_ERROR, "lost": True, "reason": str(error)}
+    try:
+        sock.sendall(encode(request_for(argv, cwd)).encode("ascii") + b"\n")  # type: ignore
+        answer = relay(sock)
+    except KeyboardInterrupt:
+        _say("aborted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1  # whoever read our stdout is gone; closing cancels the run
+    except (OSError, ValueError, TypeError) as error:
+        answer = {"exit": EXIT_ERROR, "lost": True, "reason": str(error)}
+    finally:
+        sock.close()  # type: ignore[attr-defined]
     if answer.get("fallback"):
         return _in_process(argv, str(answer.get("reason")))
     if answer.get("lost"):
