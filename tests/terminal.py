@@ -29,6 +29,13 @@ def run_at_terminal(
         env=env,
     )
     os.close(slave)
+    shown = read_terminal(master)
+    return process.wait(TIMEOUT), shown
+
+
+def read_terminal(master: int) -> bytes:
+    """Everything written to the terminal whose master side is ``master``, until every
+    holder of the other side has closed it; closes ``master``."""
     chunks = []
     while True:
         try:
@@ -39,4 +46,4 @@ def run_at_terminal(
             break
         chunks.append(data)
     os.close(master)
-    return process.wait(TIMEOUT), b"".join(chunks)
+    return b"".join(chunks)

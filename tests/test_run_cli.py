@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
 from daemonproc import descendants, describe, gone
 from serverproc import PROJECTS, project_copy, session_processes
-from terminal import run_at_terminal
+from terminal import read_terminal, run_at_terminal
 
 from testserver.project import DAEMON_DIR_ENV, find_root
 
@@ -295,22 +298,33 @@ def test_subtests_fold_gives_the_totals_of_subunit_run(tmp_path, name, top):
 # -- the warm daemon ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def warm_project(tmp_path):
-    """A project (with a pyproject.toml) whose daemon is stopped, all processes gone, after."""
-    project = project_copy(PROJECTS / "cli_pass", tmp_path / "proj")
+def project_with_marker(name: str, tmp_path: Path) -> Path:
+    """A copy of ``tests/projects/NAME`` with a ``pyproject.toml``: a project of its own."""
+    project = project_copy(PROJECTS / name, tmp_path / "proj")
     (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
     (project / "sub" / "deeper").mkdir(parents=True)
-    yield project
-    status = ts("daemon", "status", "--project", str(project), cwd=tmp_path)
+    return project
+
+
+def stop_daemon_of(project: Path) -> None:
+    """Stop the project's daemon (if any) and check that it and its servers are gone."""
+    status = ts("daemon", "status", "--project", str(project), cwd=project.parent)
     pids = set()
     if status.returncode == 0:
         answer = json.loads(status.stdout)
         pids = {answer["pid"], *descendants(answer["pid"])}
-    stop = ts("daemon", "stop", "--project", str(project), cwd=tmp_path)
+    stop = ts("daemon", "stop", "--project", str(project), cwd=project.parent)
     assert stop.returncode == 0, stop.stderr
     left = {pid: describe(pid) for pid in pids if not gone(pid)}
     assert not left, f"processes left after stop: {left}"
+
+
+@pytest.fixture
+def warm_project(tmp_path):
+    """A project whose daemon is stopped, all its processes gone, after the test."""
+    project = project_with_marker("cli_pass", tmp_path)
+    yield project
+    stop_daemon_of(project)
 
 
 def test_second_run_at_a_terminal_is_warm(warm_project):
@@ -390,3 +404,42 @@ def test_a_warm_run_imports_neither_json_nor_socket(warm_project):
         timeout=TIMEOUT,
     )
     assert result.stderr.decode().splitlines()[-1] == "0 []", result.stderr
+
+
+def test_ctrl_c_cancels_a_warm_run_and_keeps_the_server(tmp_path):
+    project = project_with_marker("daemon_slow", tmp_path)
+    master, slave = pty.openpty()
+    try:
+        client = subprocess.Popen(
+            [sys.executable, "-m", "testserver", "run", "-t", ".", "-s", "dslow", "-v"],
+            cwd=project,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=ENV,
+        )
+        os.close(slave)
+        wait_for((project / "dslow" / "started").exists, client)
+        client.send_signal(signal.SIGINT)  # the first Ctrl-C: cancel, show what ran
+        assert client.wait(TIMEOUT) == 1
+        shown = read_all(master)
+        assert "dslow.test_slow.TestSlow.test_quick ... ok" in shown
+        assert shown.rstrip().splitlines()[-1].startswith("INTERRUPTED")
+        [server] = json.loads(ts("daemon", "status", cwd=project).stdout)["servers"]
+        assert (server["busy"], server["runs"]) == (False, 1)  # back in the pool, warm
+    finally:
+        stop_daemon_of(project)
+
+
+def wait_for(predicate, process: subprocess.Popen) -> None:
+    """Wait until ``predicate()`` holds (polling), failing if ``process`` exits first."""
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        assert process.poll() is None, "the command ended before the test started"
+        assert time.monotonic() < deadline, "the test never started"
+        time.sleep(0.02)
+
+
+def read_all(master: int) -> str:
+    shown = read_terminal(master).decode("utf-8", "replace")
+    return ANSI.sub("", shown).replace("\r\n", "\n")
