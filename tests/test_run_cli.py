@@ -443,3 +443,16 @@ def wait_for(predicate, process: subprocess.Popen) -> None:
 def read_all(master: int) -> str:
     shown = read_terminal(master).decode("utf-8", "replace")
     return ANSI.sub("", shown).replace("\r\n", "\n")
+
+
+def test_daemon_serves_json_and_subunit_formats_too(warm_project):
+    args = ("run", "--daemon", "-t", ".", "-s", "cpass")
+    stream = ts(*args, "--format", "subunit", cwd=warm_project)
+    assert stream.returncode == 0, stream.stderr
+    stats = tool("subunit-stats", stream.stdout)
+    assert b"Total tests:       4" in stats.stdout and b"Skipped tests:     1" in stats.stdout
+    lines = ts(*args, "--format", "json", cwd=warm_project).stdout.decode().splitlines()
+    summary = json.loads(lines[-1])
+    assert (summary["event"], summary["ok"], summary["ran"]) == ("summary", True, 4)
+    [server] = json.loads(ts("daemon", "status", cwd=warm_project).stdout)["servers"]
+    assert server["runs"] == 2
