@@ -456,3 +456,21 @@ def test_daemon_serves_json_and_subunit_formats_too(warm_project):
     assert (summary["event"], summary["ok"], summary["ran"]) == ("summary", True, 4)
     [server] = json.loads(ts("daemon", "status", cwd=warm_project).stdout)["servers"]
     assert server["runs"] == 2
+
+
+def test_paths_and_ids_are_told_apart(tmp_path):
+    from testserver.runcommand import is_path, path_pattern
+
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "test_a.py").write_text("")
+    (tmp_path / "pkg" / "sub" / "__init__.py").write_text("")
+    assert is_path("pkg/test_a.py", str(tmp_path)) and is_path("pkg/", str(tmp_path))
+    assert is_path("pkg/sub", str(tmp_path))
+    assert not is_path("pkg.T.test_x (path='a/b')", str(tmp_path))  # a subtest id
+    assert not is_path("test_x", str(tmp_path))
+    top = str(tmp_path)
+    assert path_pattern("pkg/test_a.py", top, top) == "pkg.test_a.*"
+    assert path_pattern("pkg/sub/__init__.py", top, top) == "pkg.sub.*"
+    assert path_pattern("./pkg/sub/", top, top) == "pkg.sub.*"
+    with pytest.raises(ValueError, match="not under the top-level directory"):
+        path_pattern("..", top, top)

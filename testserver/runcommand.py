@@ -7,13 +7,13 @@
                    [--format human|json|subunit] [--subtests report|fold] [--no-color]
                    [--daemon | --no-daemon] [ID | PATTERN | FILE.py | DIR/ ...]
 
-A positional argument selects tests: an exact test id selects that test; a path ending in
-``.py`` or containing ``/`` selects the tests of that module or package (it must be under
-the top-level directory); anything else is a pattern, matched like unittest's ``-k``
-(fnmatch when it contains ``*``, else a substring). ``-k`` then keeps only the selected
-tests matching one of its patterns. ``--lf`` runs only the tests that failed last time
-(all selected tests if none did), ``--ff`` runs them first; the memory is per project
-(:mod:`testserver.lastrun`). ``-x`` cancels the run at the first failure or error.
+A positional argument selects tests: an exact test id selects that test; a path (ending in
+``.py`` or ``/``, or an existing one with a ``/``) selects the tests of that module or
+package (it must be under the top-level directory); anything else is a pattern, matched like
+unittest's ``-k`` (fnmatch when it contains ``*``, else a substring). ``-k`` then keeps only
+the selected tests matching one of its patterns. ``--lf`` runs only the tests that failed
+last time (all selected tests if none did), ``--ff`` runs them first; the memory is per
+project (:mod:`testserver.lastrun`). ``-x`` cancels the run at the first failure or error.
 
 The exit status is 0 when every requested test ran and passed (skips and expected failures
 included), 1 when a test failed, a requested test was not run or unknown, a selector
@@ -183,9 +183,12 @@ def run_parser(out: TextIO | None = None, err: TextIO | None = None) -> StreamPa
 # -- choosing tests ----------------------------------------------------------------------
 
 
-def is_path(selector: str) -> bool:
-    """Whether a positional argument names a file or directory rather than tests."""
-    return selector.endswith(".py") or "/" in selector or selector in (".", "..")
+def is_path(selector: str, cwd: str) -> bool:
+    """Whether a positional argument names a file or directory rather than tests: it ends
+    in ``.py`` or ``/``, or has a ``/`` and exists (a subtest id may hold a ``/`` too)."""
+    if selector.endswith((".py", "/")) or selector in (".", ".."):
+        return True
+    return "/" in selector and os.path.exists(os.path.join(cwd, selector))
 
 
 def path_pattern(selector: str, top: str, cwd: str) -> str:
@@ -212,7 +215,7 @@ def choose(
     args: Any, session: Session, top: str, cwd: str, memory: lastrun.LastRun, say
 ) -> tuple[list[str], list[str]]:
     """``(ids to run, selectors that matched nothing)``; ValueError for a bad path."""
-    selectors = [path_pattern(s, top, cwd) if is_path(s) else s for s in args.selectors]
+    selectors = [path_pattern(s, top, cwd) if is_path(s, cwd) else s for s in args.selectors]
     plain = not (args.name_patterns or args.last_failed or args.failed_first)
     known = session.known()
     if plain and selectors and known is not None and all(s in known for s in selectors):
