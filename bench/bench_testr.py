@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_testr: testr is not installed (pip install -e '.[test]'); skipped")
         return 0
     runtime = Path(tempfile.mkdtemp(prefix="tsb-"))  # the benchmark's own daemon
-    env = dict(ENV, XDG_RUNTIME_DIR=str(runtime))
+    env = dict(ENV, TESTSERVER_DAEMON_DIR=str(runtime / "testserver"))
     commands = backends()
     roots = {name: prepare(name, command, args.heavy_n) for name, command in commands.items()}
     test_id = (roots["cold"] / gensuites.ONE_ID_FILE).read_text().strip()

@@ -1,6 +1,6 @@
 """A private warm-server daemon for a test, driven through its real commands.
 
-:class:`DaemonHandle` gives a test its own ``XDG_RUNTIME_DIR``, hence its own daemon, runs
+:class:`DaemonHandle` gives a test its own ``TESTSERVER_DAEMON_DIR``, hence its own daemon, runs
 the client (``python -m testserver.shim``) and ``testserver daemon`` commands there, and on
 :meth:`~DaemonHandle.close` stops the daemon and checks that the daemon, its servers and their
 workers are all gone. Used by ``tests/test_daemon.py`` and ``tests/test_testr_warm.py``.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from serverproc import PROJECTS, process_stats, project_copy
 
-from testserver import shim
+from testserver import project, shim
 
 
 def copy_project(name: str, tmp_path: Path) -> Path:
@@ -63,12 +63,12 @@ def descendants(pid: int) -> set[int]:
 
 
 class DaemonHandle:
-    """One private runtime directory, hence one daemon, driven through real commands."""
+    """One private daemon directory, hence one daemon, driven through real commands."""
 
     def __init__(self) -> None:
         self.runtime = Path(tempfile.mkdtemp(prefix="tsd-"))  # short: sun_path is 108 bytes
         self.env = {k: v for k, v in os.environ.items() if k != shim.NO_DAEMON_ENV}
-        self.env["XDG_RUNTIME_DIR"] = str(self.runtime)
+        self.env[project.DAEMON_DIR_ENV] = str(self.runtime / "testserver")
         self.pids: set[int] = set()
         self.elsewhere = Path(tempfile.gettempdir())
         """A working directory for daemon commands (not the runtime directory: its

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from serverproc import session_processes
+from terminal import run_at_terminal
 
 from testserver.runmodel import Assembler, Outcome, Output, Started, Tally, select
 from testserver.wire.events import Packet
@@ -62,8 +62,8 @@ def test_run_progress_line_has_one_character_per_test(demo_run):
     first = demo_run.stdout.splitlines()[0]
     progress, _, percent = first.partition(" ")
     # load order: test_outcomes (bytes, error, fail, pass, skip, uxsuccess, xfail),
-    # test_stdin, test_sub (setUpClass error, Child, Sub)
-    assert progress == "FFF.sux.E.F"
+    # test_stdin, test_sub (setUpClass error, Child, Sub); test_error raises KeyError: E
+    assert progress == "FEF.sux.E.F"
     assert percent.strip() == "[100%]"
     assert len(first) == 80
 
@@ -79,7 +79,7 @@ def test_run_failure_block_has_traceback_and_captured_output(demo_run):
 
 def test_run_shows_every_kind_of_problem(demo_run):
     out = demo_run.stdout
-    assert "FAIL: cdemo.test_outcomes.Outcomes.test_error\n" in out
+    assert "ERROR: cdemo.test_outcomes.Outcomes.test_error\n" in out
     assert "KeyError: 'broken'" in out
     assert "UNEXPECTED SUCCESS: cdemo.test_outcomes.Outcomes.test_uxsuccess\n" in out
     assert "ERROR: setUpClass (cdemo.test_sub.BrokenFixture)\n" in out
@@ -94,11 +94,11 @@ def test_run_shows_every_kind_of_problem(demo_run):
 def test_run_summary_and_verdict(demo_run):
     lines = demo_run.stdout.splitlines()
     assert lines[-1] == (
-        "FAILED (failures=4, errors=1, skipped=1, expected failures=1, unexpected successes=1, "
+        "FAILED (failures=3, errors=2, skipped=1, expected failures=1, unexpected successes=1, "
         "not run=1)"
     )
     assert re.fullmatch(
-        r"Ran 10 tests in \d+\.\d\ds — 3 passed, 4 failed, 1 error, 1 skipped, "
+        r"Ran 10 tests in \d+\.\d\ds — 3 passed, 3 failed, 2 errors, 1 skipped, "
         r"1 expected failure, 1 unexpected success, 1 not run",
         lines[-3],
     )
@@ -160,7 +160,7 @@ def test_run_mentions_modules_that_failed_to_import_when_selecting():
 def test_run_a_broken_module_fails_the_run():
     result = command("run", "-t", ".", "-s", "cbroken", project="cli_broken")
     assert result.returncode == 1
-    assert "FAIL: unittest.loader._FailedTest.cbroken.test_broken" in result.stdout
+    assert "ERROR: unittest.loader._FailedTest.cbroken.test_broken" in result.stdout
     assert "ModuleNotFoundError: No module named 'no_such_module_anywhere'" in result.stdout
 
 
@@ -189,28 +189,13 @@ def run_on_a_terminal(*args: str, env_extra: dict | None = None) -> str:
     """Run ``testserver run ARGS`` with stdout on a pseudo-terminal; return what it showed."""
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
     env.update(env_extra or {})
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
+    code, shown = run_at_terminal(
         [sys.executable, "-m", "testserver", "run", "-t", ".", "-s", "cpass", *args],
         cwd=PROJECTS / "cli_pass",
-        stdout=slave,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
         env=env,
     )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # EIO: the terminal's other side is closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert process.wait(TIMEOUT) == 0
-    return b"".join(chunks).decode()
+    assert code == 0
+    return shown.decode()
 
 
 def test_colour_on_a_terminal():
@@ -352,8 +337,8 @@ def test_tally_ok_and_cancelled():
     assert tally.ok and tally.verdict() == "OK (expected failures=1)"
     cancelled = Tally(complete={"status": "cancelled", "not_run": ["x", "y"]})
     cancelled.add(Outcome("a", "fail", attachments={"traceback": b"cancelled\n"}))
-    assert cancelled.verdict() == "INTERRUPTED (failures=1, not run=2)"
-    assert cancelled.summary().endswith("1 failed, 2 not run")
+    assert cancelled.verdict() == "INTERRUPTED (errors=1, not run=2)"
+    assert cancelled.summary().endswith("1 error, 2 not run")
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The warm-server daemon and its client (``python -m testserver.shim``), end to end.
 
-Every test gets its own ``XDG_RUNTIME_DIR`` (so its own daemon), real subprocesses and real
+Every test gets its own ``TESTSERVER_DAEMON_DIR`` (so its own daemon), real subprocesses and real
 Unix sockets. The fixture (``tests/daemonproc.py``) stops the daemon and checks that the
 daemon, its servers and their workers are all gone.
 """
@@ -20,6 +20,7 @@ from daemonproc import DaemonHandle, copy_project, gone
 from serverproc import subunit_events
 
 from testserver import shim
+from testserver.project import DAEMON_DIR_ENV
 from testserver.wire.control import encode_control
 from testserver.wire.packets import decode_packets, encode_status, file_packets
 
@@ -216,8 +217,18 @@ def test_second_run_is_warm(daemon, tmp_path):
     [server] = second["servers"]
     assert server["pid"] == first["servers"][0]["pid"]
     assert server["runs"] == 3
-    assert server["project"] == str(project)
-    assert server["args"] == ["-s", "dbasic", "-p", "test*.py", "-t", "."]
+    real = os.path.realpath(project)
+    assert server["project"] == real
+    assert server["args"] == ["-s", f"{real}/dbasic", "-p", "test*.py", "-t", real]
+
+
+def test_spellings_of_one_directory_share_a_server(daemon, tmp_path):
+    project = copy_project("daemon_basic", tmp_path)
+    for start in ("dbasic", "./dbasic", str(project / "dbasic"), "dbasic/../dbasic"):
+        result = daemon.client(project, "discover", "-t", ".", "-s", start)
+        assert result.returncode == 0, result.stderr
+    [server] = daemon.status()["servers"]
+    assert server["runs"] == 4
 
 
 def test_warm_server_sees_edits(daemon, tmp_path):
@@ -253,9 +264,9 @@ def test_socket_is_private(daemon, tmp_path):
     assert stat.S_IMODE(log.st_mode) & 0o077 == 0
 
 
-def test_project_directory_without_xdg_runtime_dir(daemon, tmp_path):
+def test_project_directory_by_default(daemon, tmp_path):
     project = copy_project("daemon_basic", tmp_path)
-    del daemon.env["XDG_RUNTIME_DIR"]
+    del daemon.env[DAEMON_DIR_ENV]
     try:
         result = daemon.client(project, *BASIC_ARGS, "--list")
         assert result.returncode == 0, result.stderr
@@ -491,7 +502,8 @@ def test_stestr_shim_serves_the_discover_runner(daemon, tmp_path):
     assert result.returncode == 0, result.stderr
     assert statuses(result.stdout) == BASIC_IDS
     [server] = daemon.status()["servers"]
-    assert server["args"] == ["-s", "./dbasic", "-p", "test*.py", "-t", "./"]
+    real = os.path.realpath(project)
+    assert server["args"] == ["-s", f"{real}/dbasic", "-p", "test*.py", "-t", real]
 
 
 def test_client_imports_stay_light(daemon, tmp_path):

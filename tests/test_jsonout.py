@@ -129,7 +129,8 @@ def test_summary(demo):
     assert summary["status"] == "incomplete"  # a requested test did not run
     assert summary["ran"] == 10
     assert summary["outcomes"] == {"success": 3, "fail": 4, "skip": 1, "xfail": 1, "uxsuccess": 1}
-    assert summary["errors"] == 1
+    assert summary["errors"] == 2  # test_error raises KeyError; setUpClass failed
+    assert summary["failures"] == 3
     # The test of the class whose setUpClass failed never ran, and is said so.
     never = ["cdemo.test_sub.BrokenFixture.test_never"]
     assert (summary["unknown"], summary["not_run"], summary["crashes"]) == ([], never, [])

@@ -1,32 +1,78 @@
-"""``python -m testserver``: the server (``--serve``) and the ``subunit.run`` drop-in.
+"""``testserver`` / ``python -m testserver``: the commands, the server and the drop-in.
 
-Arguments follow ``python -m subunit.run`` (and so ``python -m unittest``)::
+The first argument may name a client command (:data:`CLIENT_COMMANDS`: ``run``, ``list``,
+``watch``, ``debug``, ``bridge``, ``daemon``), dispatched without importing anything else, so
+``testserver run`` starts fast. Otherwise the arguments follow ``python -m subunit.run``
+(and so ``python -m unittest``)::
 
     python -m testserver [--serve] [discover [START [PATTERN [TOP]]]] [-s START] [-t TOP]
                          [-p PATTERN] [-k PATTERN] [--list] [--load-list FILE] [NAME ...]
+
+Both write binary subunit on stdout, so they refuse a terminal there (as a pager refuses
+binary input); a bare word that is neither a command nor a module in the working directory
+(``testserver runn``) is a usage error that suggests the closest command.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 
-from testserver import __version__
-from testserver.wire.framing import DEFAULT_MAX_PAYLOAD
-from testserver.wire.packets import SUBUNIT_VERSIONS
+TYPE_CHECKING = False  # typing costs a millisecond at start-up: `testserver run` avoids it
+
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_USAGE = 2
 """Bad arguments, or a start directory that cannot be imported."""
 
+CLIENT_COMMANDS = {
+    "run": "testserver.warmcli:main",
+    "list": "testserver.console:list_main",
+    "watch": "testserver.watch:main",
+    "debug": "testserver.debugging:main",
+    "bridge": "testserver.bridge:main",
+    "daemon": "testserver.daemonctl:main",
+}
+"""First arguments that select a client command instead of a test name."""
+
+COMMAND_HELP = {
+    "run": "run tests and show the results (warm on the project's daemon at a terminal)",
+    "list": "list test ids, one per line",
+    "watch": "re-run the affected tests whenever a file changes",
+    "debug": "run one test with this terminal joined to it, so pdb works",
+    "bridge": "JSON-lines bridge for editors (VS Code, Emacs, Vim)",
+    "daemon": "start, stop or show the project's warm-server daemon",
+}
+"""One line per command for ``testserver --help``."""
+
+TERMINAL_REFUSAL = (
+    "testserver: refusing to write binary subunit to a terminal. Pipe it into a reader "
+    "(| subunit2pyunit) or redirect it (> out.subunit); to run tests at a terminal use "
+    "`testserver run`."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``python -m testserver``."""
+    import argparse
+
+    from testserver import __version__
+    from testserver.wire.framing import DEFAULT_MAX_PAYLOAD
+    from testserver.wire.packets import SUBUNIT_VERSIONS
+
+    commands = "\n".join(f"  {name:<8}{text}" for name, text in COMMAND_HELP.items())
     parser = argparse.ArgumentParser(
-        prog="python -m testserver",
-        description="Discover and import unittest tests once, then run them on request "
-        "(--serve), or run them once writing subunit v2 like `python -m subunit.run`.",
+        prog="testserver",
+        usage="testserver COMMAND [ARGS]   (testserver COMMAND --help)\n"
+        "       testserver [--serve] [discover ...] [options] [NAME ...]",
+        description="A persistent test server for Python unittest suites.\n\n"
+        f"commands:\n{commands}\n\n"
+        "Without a command: discover and import unittest tests once, then run them on\n"
+        "request (--serve: framed commands on stdin, subunit v2 on stdout), or run them\n"
+        "once writing subunit v2 like `python -m subunit.run`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"testserver {__version__}")
     parser.add_argument(
@@ -141,6 +187,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
+
+
 def read_load_list(path: str) -> list[str]:
     """Test ids from a ``--load-list`` file: UTF-8, one per line, blank lines ignored."""
     with open(path, encoding="utf-8") as handle:
@@ -189,15 +242,24 @@ def _serve(args: argparse.Namespace, index, channel, argv: list[str]) -> int:
     return Server(index, channel, options, reloader=reloader).serve()
 
 
-CLIENT_COMMANDS = {
-    "bridge": "testserver.bridge",
-    "daemon": "testserver.daemon",
-    "debug": "testserver.debugging",
-    "run": "testserver.console",
-    "list": "testserver.console:list_main",
-    "watch": "testserver.watch",
-}
-"""First arguments that select a client command instead of a test name."""
+def unknown_command(word: str) -> str | None:
+    """The usage error for a first argument that looks like a mistyped command, or None.
+
+    A bare word (no dot, no slash) is taken as a command unless it is ``discover`` or a
+    module or package in the working directory (``python -m testserver test_x`` stays a
+    test name, as for unittest)."""
+    if word.startswith("-") or "." in word or "/" in word or word == "discover":
+        return None
+    if os.path.exists(f"{word}.py") or os.path.isdir(word):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(word, list(CLIENT_COMMANDS), n=1, cutoff=0.6)
+    hint = f"; did you mean `testserver {close[0]}`?" if close else ""
+    return (
+        f"testserver: unknown command {word!r}{hint}\n"
+        f"commands: {', '.join(CLIENT_COMMANDS)} (testserver --help)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,8 +269,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         import importlib
 
         module, _, function = CLIENT_COMMANDS[argv[0]].partition(":")
-        return getattr(importlib.import_module(module), function or "main")(argv[1:])
+        return getattr(importlib.import_module(module), function)(argv[1:])
+    error = unknown_command(argv[0]) if argv else None
+    if error is not None:
+        print(error, file=sys.stderr)
+        return EXIT_USAGE
     args = parse_args(argv)
+    if _is_terminal(sys.stdout):
+        print(TERMINAL_REFUSAL, file=sys.stderr)
+        return EXIT_USAGE
     try:
         load_ids = read_load_list(args.load_list) if args.load_list else None
     except (OSError, UnicodeDecodeError) as error:

@@ -1,26 +1,17 @@
-"""``testserver run`` and ``testserver list``: tests for people at a terminal.
-
-``run`` starts a warm server for one use (spawn, list, run, quit) through
-:mod:`testserver.client` and shows the packets the way unittest and pytest users expect::
-
-    testserver run [-t TOP] [-s START] [-p PATTERN] [--isolation fork|none] [--timeout S]
-                   [--format human|json] [--no-color] [ID-or-pattern ...]
-    testserver list [-t TOP] [-s START] [-p PATTERN] [--format human|json] [pattern ...]
-
-A positional argument selects tests: an exact test id selects that test; otherwise it is a
-pattern, matched like unittest's ``-k`` (fnmatch when it contains ``*``, else a substring).
+"""How ``testserver run`` and ``testserver list`` look at a terminal, and their shared options.
 
 Human output is a progress line of one character per finished test (``.`` passed, ``F``
-failed, ``E`` fixture error, ``s`` skipped, ``x`` expected failure, ``u`` unexpected
-success), then a block per failure with its traceback and captured output, then
-``Ran 12 tests in 0.31s — 10 passed, 1 failed, 1 skipped`` and ``OK`` or ``FAILED (...)``.
-Colour is used only when stdout is a terminal, ``NO_COLOR`` is unset and ``--no-color`` was
-not given. The exit status is 0 when every test passed (skips and expected failures
-included), 1 when a test failed, a selector matched nothing or the run was interrupted, and
-2 when the server could not be started or died.
+failed, ``E`` error: an exception other than an assertion, or a fixture error, ``s``
+skipped, ``x`` expected failure, ``u`` unexpected success), or with ``-v`` one line per test
+as ``unittest -v`` prints it; then a block per failure with its traceback and captured
+output, the tests that were requested but not run, the slowest tests (``--durations N``),
+then ``Ran 12 tests in 0.31s — 9 passed, 1 failed, 1 error, 1 skipped`` and ``OK`` or
+``FAILED (...)``. Colour is used only when stdout is a terminal, ``NO_COLOR`` is unset and
+``--no-color`` was not given.
 
-This module holds the command lines (with the loading, output and reload options that
-``testserver watch`` and the bridge share) and the human rendering. The run model (test
+This module holds the human rendering, the options every client command shares (loading,
+output, reload) and ``testserver list``; ``testserver run`` is :mod:`testserver.runcommand`
+(through :mod:`testserver.warmcli`, which runs it in the warm daemon). The run model (test
 selection, packet-to-test assembly, the tally and the run loop
 :func:`~testserver.runmodel.drive`) is :mod:`testserver.runmodel`, shared with ``--format
 json`` (:mod:`testserver.jsonout`), ``testserver watch`` (:mod:`testserver.watch`) and the
@@ -33,19 +24,21 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Mapping, Sequence
+from typing import NoReturn, TextIO
 
 from testserver.client import Client, ClientError
-from testserver.runmodel import PROGRESS, TEXT_FIRST, Outcome, Renderer, Tally, drive, select
+from testserver.runmodel import PROGRESS, TEXT_FIRST, Outcome, Renderer, Tally, select
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 """A test failed, a selector matched nothing, or the run was interrupted."""
 EXIT_ERROR = 2
 """Bad arguments, or the server could not start or died."""
+
+BREAKPOINT_EXCEPTION = "bdb.BdbQuit"
+"""The last line of the traceback of a test whose ``breakpoint()`` found no terminal."""
 
 RULE_WIDTH = 70
 """Width of the ``=====`` and ``-----`` rules around a failure, as unittest draws them."""
@@ -63,9 +56,12 @@ COLOURS = {".": "32", "F": "31", "E": "31", "u": "31", "s": "33", "x": "33"}
 # -- rendering ---------------------------------------------------------------------------
 
 
-def use_colour(stream: TextIO, disabled: bool = False) -> bool:
+def use_colour(
+    stream: TextIO, disabled: bool = False, env: Mapping[str, str] | None = None
+) -> bool:
     """Colour only on a terminal, without ``NO_COLOR`` (no-color.org) or ``TERM=dumb``."""
-    if disabled or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+    env = os.environ if env is None else env
+    if disabled or env.get("NO_COLOR") or env.get("TERM") == "dumb":
         return False
     try:
         return stream.isatty()
@@ -101,14 +97,32 @@ def dash_for(stream: TextIO) -> str:
 class HumanRenderer(Renderer):
     """unittest-like output: a progress line, failure blocks, a summary and a verdict."""
 
-    def __init__(self, stream: TextIO, style: Style, width: int | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        style: Style,
+        width: int | None = None,
+        *,
+        err: TextIO | None = None,
+        verbose: bool = False,
+        durations: int | None = None,
+        debug_hint: str = "testserver debug",
+    ) -> None:
         self.stream = stream
+        self.err = err
         self.style = style
         self.width = width or DEFAULT_WIDTH
         self.dash = dash_for(stream)
+        self.verbose = verbose
+        self.durations = durations
+        self.debug_hint = debug_hint
+        self.timed: list[tuple[float, str]] = []
         self.total: int | None = None
         self.done = 0
         self.column = 0
+
+    def message(self, text: str) -> None:
+        print(f"testserver: {text}", file=self.err or sys.stderr, flush=True)
 
     def start(self, total: int | None, changed: Sequence[str] = ()) -> None:
         self.total, self.done, self.column = total, 0, 0
@@ -116,15 +130,27 @@ class HumanRenderer(Renderer):
     def finished(self, outcome: Outcome) -> None:
         if outcome.kind == "subtest":
             return
-        char = PROGRESS.get(outcome.status, "?")
-        if outcome.kind == "fixture":
-            char = "E" if outcome.status == "fail" else char
-        else:
+        char = "E" if outcome.is_error else PROGRESS.get(outcome.status, "?")
+        if outcome.kind != "fixture":
             self.done += 1
+            if outcome.duration is not None:
+                self.timed.append((outcome.duration, outcome.test_id))
+        if self.verbose:
+            self._verbose_line(outcome, char)
+            return
         self.stream.write(self.style(char, *([COLOURS[char]] if char in COLOURS else [])))
         self.column += 1
         if self.column >= self.width - PERCENT_WIDTH:
             self._end_line()
+        self.stream.flush()
+
+    def _verbose_line(self, outcome: Outcome, char: str) -> None:
+        """``pkg.T.test_x ... ok``, as ``unittest -v`` reports a test."""
+        word = VERBOSE_WORDS.get(char, outcome.status)
+        if outcome.status == "skip":
+            word = f"skipped {outcome.text('reason').strip()!r}"
+        colour = [COLOURS[char]] if char in COLOURS else []
+        self.stream.write(f"{outcome.test_id} ... {self.style(word, *colour)}\n")
         self.stream.flush()
 
     def _end_line(self) -> None:
@@ -148,9 +174,12 @@ class HumanRenderer(Renderer):
                 write(self._section(f"{item.name} outside tests", item.data))
         for crash in tally.complete.get("crashes", []):
             write(self.style(f"crash: {crash}", "31") + "\n")
+        write(self.missing_block(tally))
         message = tally.complete.get("message")
         if tally.complete.get("status") not in (None, "ok") and message:
             write(f"testserver: {message}\n")
+        if self.durations is not None:
+            write(self.durations_block())
         write("-" * RULE_WIDTH + "\n")
         write(tally.summary(self.dash) + "\n\n")
         write(self.style.verdict(tally) + "\n")
@@ -159,7 +188,7 @@ class HumanRenderer(Renderer):
     def failure_block(self, outcome: Outcome) -> str:
         """``=====``, ``FAIL: id``, ``-----``, the traceback, then the other attachments."""
         label = {"uxsuccess": "UNEXPECTED SUCCESS", "fail": "FAIL"}.get(outcome.status, "FAIL")
-        if outcome.kind == "fixture":
+        if outcome.is_error:
             label = "ERROR"
         lines = ["=" * RULE_WIDTH, self.style(f"{label}: {outcome.test_id}", "1", "31")]
         lines.append("-" * RULE_WIDTH)
@@ -170,11 +199,52 @@ class HumanRenderer(Renderer):
         for name, data in outcome.attachments.items():
             if name not in TEXT_FIRST and data:
                 block += self._section(f"captured {name}", data)
+        if outcome.headline() == BREAKPOINT_EXCEPTION:
+            block += self.style(
+                "hint: this test called breakpoint(), but `testserver run` gives tests no "
+                f"terminal; debug it with pdb:\n  {self.debug_hint} {outcome.test_id}",
+                "1",
+            )
+            block += "\n"
         return block + "\n"
+
+    def missing_block(self, tally: Tally) -> str:
+        """The requested tests that got no result: ``not_run`` and unknown ids."""
+        missing = [(i, "not run") for i in tally.not_run]
+        missing += [(i, "unknown id") for i in tally.unknown]
+        if not missing or tally.interrupted:
+            return ""
+        status = tally.complete.get("status")
+        title = (
+            f"NOT RUN: {len(missing)} requested test{'s' * (len(missing) != 1)} got no "
+            f"result (the batch ended with status {status!r})"
+        )
+        lines = ["=" * RULE_WIDTH, self.style(title, "1", "31"), "-" * RULE_WIDTH]
+        lines += [f"{test_id}  ({why})" for test_id, why in missing]
+        return "\n".join(lines) + "\n\n"
+
+    def durations_block(self) -> str:
+        """The ``--durations N`` slowest tests (all of them for 0), as unittest shows them."""
+        slowest = sorted(self.timed, reverse=True)
+        if self.durations:
+            slowest = slowest[: self.durations]
+        lines = [f"Slowest test durations ({len(slowest)} of {len(self.timed)})"]
+        lines += [f"{seconds:10.3f}s {test_id}" for seconds, test_id in slowest]
+        return "\n".join(lines) + "\n\n"
 
     def _section(self, title: str, data: bytes) -> str:
         rule = f" {title} ".center(RULE_WIDTH, "-")
         return f"{self.style(rule, '2')}\n{_ensure_newline(data.decode('utf-8', 'replace'))}"
+
+
+VERBOSE_WORDS = {
+    ".": "ok",
+    "F": "FAIL",
+    "E": "ERROR",
+    "x": "expected failure",
+    "u": "unexpected success",
+}
+"""What ``-v`` prints after a test id, by progress character (skips add their reason)."""
 
 
 def _ensure_newline(text: str) -> str:
@@ -200,13 +270,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+def add_output_arguments(
+    parser: argparse.ArgumentParser, formats: Sequence[str] = ("human", "json")
+) -> None:
     """``--format`` and ``--no-color``."""
+    extra = ", subunit: a results-only subunit v2 stream" if "subunit" in formats else ""
     parser.add_argument(
         "--format",
-        choices=("human", "json"),
+        choices=tuple(formats),
         default="human",
-        help="human (default) or json: one JSON object per line (spec/json-output.md)",
+        help=f"human (default), json: one JSON object per line (spec/json-output.md){extra}",
     )
     parser.add_argument("--no-color", action="store_true", help="never use colour")
 
@@ -277,90 +350,37 @@ def stdout_closed() -> int:
     return EXIT_FAILED
 
 
-def make_renderer(args: argparse.Namespace, stream: TextIO) -> Renderer:
-    """The renderer ``--format`` asks for."""
-    if args.format == "json":
-        from testserver.jsonout import JsonRenderer, Locator
+class ParserExit(Exception):
+    """:class:`StreamParser` finished: help was printed, or the arguments are wrong."""
 
-        return JsonRenderer(stream, Locator(project_roots(args)))
-    width = shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns if stream.isatty() else None
-    return HumanRenderer(stream, Style(use_colour(stream, args.no_color)), width)
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
-def run_parser() -> argparse.ArgumentParser:
-    """Arguments of ``testserver run``."""
-    parser = argparse.ArgumentParser(
-        prog="testserver run",
-        description="Run tests on a testserver started for this run and show the results.",
-    )
-    add_server_arguments(parser)
-    add_output_arguments(parser)
-    parser.add_argument(
-        "selectors",
-        nargs="*",
-        metavar="ID-or-pattern",
-        help="a test id, or a pattern as unittest -k (fnmatch with *, else substring)",
-    )
-    return parser
+class StreamParser(argparse.ArgumentParser):
+    """An argument parser that prints to given streams and raises :class:`ParserExit`
+    instead of exiting, so that a command can run inside the daemon for a remote terminal."""
 
+    def __init__(self, *args, out: TextIO | None = None, err: TextIO | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.out = out
+        self.err = err
 
-def run_main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    """Entry point of ``testserver run``."""
-    args = run_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    stream = output_stream(args, stdout)
-    renderer = make_renderer(args, stream)
-    client = spawn(["--no-reload", *server_arguments(args)], "run")
-    if client is None:
-        return EXIT_ERROR
-    try:
-        with client:
-            ids: list[str] = []
-            unmatched: list[str] = []
-            total = client.hello.get("tests")
-            if args.selectors:
-                ids, unmatched = select(client.list(), args.selectors)
-                total = len(ids)
-                _report_selection(client, renderer, ids, unmatched)
-            if args.selectors and not ids:
-                tally = Tally(unmatched=unmatched, complete={"status": "ok"})
-                renderer.start(0)
-                renderer.finish(tally)
-                return EXIT_FAILED
-            tally = drive(client, ids, renderer, total=total, tally=Tally(unmatched=unmatched))
-    except KeyboardInterrupt:
-        print("testserver run: aborted", file=sys.stderr)
-        return EXIT_FAILED
-    except BrokenPipeError:
-        return stdout_closed()
-    except ClientError as error:
-        renderer.message(f"the server failed: {error}")
-        return EXIT_ERROR
-    return EXIT_OK if tally.ok else EXIT_FAILED
+    def _print_message(self, message: str, file=None) -> None:  # noqa: ANN001
+        if message:
+            stream = self.out if file is sys.stdout or file is None else self.err
+            (stream or file or sys.stderr).write(message)
 
-
-def _report_selection(
-    client: Client, renderer: Renderer, ids: Sequence[str], unmatched: Sequence[str]
-) -> None:
-    for selector in unmatched:
-        renderer.message(f"no test matches {selector!r}")
-    chosen = set(ids)
-    for error in client.hello.get("discovery_errors", []):
-        if error.get("test_id") not in chosen:
-            renderer.message(
-                f"module {error.get('module')} failed to import and was not selected: "
-                f"{error.get('message')}"
-            )
-
-
-main = run_main
-"""``testserver run`` is this module's main command (``testserver.cli`` dispatch)."""
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self._print_message(message, sys.stderr)
+        raise ParserExit(status)
 
 
 def list_parser() -> argparse.ArgumentParser:
     """Arguments of ``testserver list``."""
-    parser = argparse.ArgumentParser(
-        prog="testserver list", description="List test ids, one per line."
-    )
+    parser = StreamParser(prog="testserver list", description="List test ids, one per line.")
     add_server_arguments(parser)
     add_output_arguments(parser)
     parser.add_argument("selectors", nargs="*", metavar="pattern", help="as for testserver run")
@@ -369,7 +389,10 @@ def list_parser() -> argparse.ArgumentParser:
 
 def list_main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     """Entry point of ``testserver list``: exit 1 if a module failed to import."""
-    args = list_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        args = list_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    except ParserExit as exit_:
+        return exit_.status
     stream = output_stream(args, stdout)
     client = spawn(["--no-reload", *server_arguments(args)], "list")
     if client is None:

@@ -26,8 +26,8 @@ back. The request protocol and the socket's location are described in :mod:`test
   and at most :data:`~testserver.pool.MAX_SERVERS` are kept. Stopping quits every server, and
   every server reaps its workers: no process is left.
 
-Commands: ``testserver daemon start|stop|status [--socket-dir DIR]`` and ``serve`` (run in the
-foreground, as ``start`` does detached).
+Commands: ``testserver daemon start|stop|status [--project DIR] [--socket-dir DIR]`` and
+``serve`` (run in the foreground, as ``start`` does detached), in :mod:`testserver.daemonctl`.
 
 This module is the socket server: accepting connections (:class:`Daemon`), serving one request
 each (:class:`Session`), the idle shutdown and the commands. The warm servers themselves and
@@ -36,10 +36,7 @@ their pool (keys, limits, eviction) are in :mod:`testserver.pool`.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import contextlib
-import fcntl
 import json
 import os
 import select
@@ -49,7 +46,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from testserver import __version__, shim
@@ -114,15 +111,18 @@ def check_request(request: object) -> dict[str, Any]:
     """Validate a decoded request line; return it or raise :class:`BadRequest`."""
     if not isinstance(request, dict) or request.get("v") != shim.DAEMON_PROTOCOL:
         raise BadRequest(f"expected a version {shim.DAEMON_PROTOCOL} request object")
-    if request.get("op") not in ("run", "list", "status", "stop"):
+    if request.get("op") not in ("run", "list", "status", "stop", "console"):
         raise BadRequest(f"unknown op {request.get('op')!r}")
     if request["op"] in ("status", "stop"):
         return request
+    console = request["op"] == "console"
     checks: list[tuple[str, Callable[[Any], bool]]] = [
         ("cwd", lambda v: isinstance(v, str) and os.path.isabs(v)),
         ("python", lambda v: isinstance(v, str) and bool(v)),
-        ("server_args", _strings),
-        ("ids", lambda v: v is None or _strings(v)),
+        ("argv" if console else "server_args", _strings),
+        ("command", lambda v: v == "run")
+        if console
+        else ("ids", lambda v: v is None or _strings(v)),
         (
             "env",
             lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.items() for x in x),
@@ -193,6 +193,14 @@ class Session:
         elif op == "stop":
             self._send_line({"stopping": True, "pid": os.getpid()})
             self.daemon.request_stop("testserver daemon stop")
+        elif op == "console":
+            from testserver import daemonconsole
+
+            self.daemon.touch()
+            try:
+                daemonconsole.serve(self.daemon, self.conn, request)
+            finally:
+                self.daemon.touch()
         elif request.get("version") != __version__:
             reason = (
                 f"the daemon runs testserver {__version__} but this client is "
@@ -552,134 +560,7 @@ class Daemon:
         self.pool.close_all()  # anything a session released or started meanwhile
 
 
-# --------------------------------------------------------------------------- commands
+if __name__ == "__main__":  # python -m testserver.daemon start|stop|status|serve
+    from testserver.daemonctl import main
 
-
-def _lock(directory: str) -> int | None:
-    """Take the daemon lock of ``directory`` (an fd), or ``None`` if another daemon holds it."""
-    fd = os.open(os.path.join(directory, shim.LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _listening(directory: str) -> bool:
-    try:
-        shim.connect(directory).close()
-    except shim.DaemonUnavailable:
-        return False
-    return True
-
-
-def serve(directory: str, idle: float) -> int:
-    """Run a daemon for ``directory`` in this process, unless one already runs there."""
-    shim.private_dir(directory, create=True)
-    directory = os.path.abspath(directory)
-    deadline = time.monotonic() + shim.START_TIMEOUT
-    while _lock(directory) is None:
-        # Another daemon is starting, serving or stopping: leave it if it serves, else wait.
-        if _listening(directory) or time.monotonic() > deadline:
-            log("another daemon holds the lock; exiting")
-            return 0
-        time.sleep(0.05)
-    os.chdir(directory)  # bind a short relative path: long absolute ones do not fit sun_path
-    try:
-        os.unlink(shim.SOCKET_NAME)  # a dead daemon's socket: we hold the lock
-    except FileNotFoundError:
-        pass
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    umask = os.umask(0o177)
-    try:
-        listener.bind(shim.SOCKET_NAME)
-    finally:
-        os.umask(umask)
-    os.chmod(shim.SOCKET_NAME, 0o600)
-    listener.listen(128)
-    # The lock fd stays open until the process is gone: `stop` waits for exactly that.
-    return Daemon(listener, directory, idle).serve()
-
-
-def _ask(directory: str, op: str) -> dict[str, Any]:
-    with shim.connect(directory) as sock:
-        shim.send_request(sock, shim.base_request(op))
-        return shim.read_line(sock)
-
-
-def _stop(directory: str) -> int:
-    try:
-        answer = _ask(directory, "stop")
-    except shim.DaemonUnavailable:
-        lock = _lock(directory) if os.path.isdir(directory) else None
-        if lock is not None:  # no daemon: remove what a killed one left behind
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, shim.SOCKET_NAME))
-            os.close(lock)
-        print(f"testserver daemon: not running ({directory})")
-        return 0
-    deadline = time.monotonic() + QUIT_TIMEOUT + CANCEL_TIMEOUT + 5
-    while (lock := _lock(directory)) is None:  # released when the daemon process is gone
-        if time.monotonic() > deadline:
-            print(f"testserver daemon: pid {answer.get('pid')} did not stop", file=sys.stderr)
-            return 1
-        time.sleep(0.05)
-    os.close(lock)
-    print(f"testserver daemon: stopped (pid {answer.get('pid')})")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="testserver daemon",
-        description="The daemon that keeps warm test servers for testserver-client "
-        "(testr, stestr). It starts on demand; these commands manage it.",
-    )
-    parser.add_argument("command", choices=("start", "stop", "status", "serve"))
-    parser.add_argument(
-        "--socket-dir",
-        metavar="DIR",
-        help="the daemon's directory (default: $XDG_RUNTIME_DIR/testserver if set, else "
-        "./.testserver)",
-    )
-    parser.add_argument(
-        "--idle",
-        type=float,
-        default=shim.DEFAULT_IDLE,
-        metavar="SECONDS",
-        help="start/serve: stop after this long without requests (default %(default)g)",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``testserver daemon start|stop|status|serve``."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    directory = os.path.abspath(args.socket_dir or shim.socket_dir())
-    if args.idle <= 0:
-        print("testserver daemon: --idle must be positive", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        if args.command == "serve":
-            return serve(directory, args.idle)
-        if args.command == "stop":
-            return _stop(directory)
-        if args.command == "start":
-            shim.connect_or_start(directory, args.idle).close()
-        status = _ask(directory, "status")
-    except shim.DaemonUnavailable as error:
-        if args.command == "status":
-            print(json.dumps({"running": False, "socket_dir": directory, "reason": str(error)}))
-        else:
-            print(f"testserver daemon: {error}", file=sys.stderr)
-        return 1
-    if args.command == "start":
-        print(f"testserver daemon: running (pid {status['pid']}), socket {status['socket']}")
-    else:
-        print(json.dumps(status, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,7 @@
-"""``testserver debug TEST_ID [SERVER ARGS]``: debug one test with pdb through the protocol.
+"""``testserver debug [LOADING OPTIONS] TEST_ID``: debug one test with pdb through the protocol.
+
+The loading options are those of ``testserver run`` (``-t``, ``-s``, ``-p``,
+``--isolation``, ``--timeout``), in the same place; other arguments still go to the server.
 
 Starts a server, runs the test, and joins it to this terminal: the test's output appears as
 it is flushed, and whenever the test waits for input (``testserver.stdin-wanted``, e.g. at a
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
 from testserver.client import Client, ClientError, completion_of
+from testserver.console import add_server_arguments, server_arguments
 from testserver.wire.control import STDIN_WANTED, decode_control
 from testserver.wire.events import Packet
 
@@ -25,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="testserver debug",
         description="Run one test in a testserver with this terminal joined to its stdin and "
-        "output, so that pdb (breakpoint()) works through the protocol. Arguments after the "
-        "test id go to the server, e.g. -t . -s tests.",
+        "output, so that pdb (breakpoint()) works through the protocol. It takes the loading "
+        "options of `testserver run`, e.g. testserver debug -t . -s tests pkg.T.test_x.",
     )
+    add_server_arguments(parser)
     parser.add_argument("test_id", help="the id of the test to run")
     return parser
 
@@ -85,7 +90,8 @@ class Session:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``testserver debug``."""
-    args, server_args = build_parser().parse_known_args(list(argv))
+    args, extra = build_parser().parse_known_args(list(argv))
+    server_args = [*server_arguments(args), *extra]
     try:
         import readline  # noqa: F401  (line editing for the pdb prompt, where available)
     except ImportError:

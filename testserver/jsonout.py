@@ -25,9 +25,10 @@ every object has ``"event"``:
 ``message``
     something that is not a test: ``text`` (e.g. a selector that matched nothing).
 ``summary``
-    the run completed: ``ok``, ``status`` (``ok``, ``cancelled``, ``error``), ``ran``,
-    ``outcomes``, ``errors``, ``unknown``, ``not_run``, ``crashes``, ``unmatched``,
-    ``duration`` and ``text`` (the human summary line).
+    the run completed: ``ok``, ``status`` (``ok``, ``cancelled``, ``error``,
+    ``incomplete``...), ``ran``, ``outcomes``, ``failures`` (failed by an assertion),
+    ``errors`` (failed by another exception, and fixture errors), ``unknown``, ``not_run``,
+    ``crashes``, ``unmatched``, ``duration`` and ``text`` (the human summary line).
 
 Attachments are decoded as UTF-8 with invalid bytes replaced (U+FFFD). ``file`` and
 ``line`` are computed on the client without importing anything: the module part of the test
@@ -229,6 +230,7 @@ class JsonRenderer(Renderer):
             status=complete.get("status"),
             ran=tally.ran,
             outcomes=dict(tally.counts),
+            failures=tally.failures,
             errors=tally.errors,
             unknown=complete.get("unknown", []),
             not_run=tally.not_run,

@@ -86,13 +86,37 @@ class ServerKey:
 
     @classmethod
     def from_request(cls, request: dict[str, Any]) -> ServerKey:
+        """The key of a request, its paths resolved: ``calc/tests``, ``./calc/tests`` and
+        ``/abs/calc/tests`` (from the same directory, or through a symbolic link) share it."""
         env = request["env"]
+        project = os.path.realpath(request["cwd"])
         return cls(
-            project=request["cwd"],
+            project=project,
             python=request["python"],
-            args=tuple(request["server_args"]),
+            args=canonical_args(project, request["server_args"]),
             env=tuple(sorted((k, v) for k, v in env.items() if k.startswith(KEY_ENV_PREFIX))),
         )
+
+
+PATH_OPTIONS = frozenset({"-s", "--start-directory", "-t", "--top-level-directory", "--watch"})
+"""``--serve`` options whose value is a directory, resolved in a :class:`ServerKey`."""
+
+
+def canonical_args(cwd: str, args: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``args`` with the directory of every :data:`PATH_OPTIONS` option made absolute and
+    resolved against ``cwd``, and ``--opt=value`` split in two."""
+    result: list[str] = []
+    pending = False
+    for arg in args:
+        option, equals, value = arg.partition("=")
+        if pending:
+            arg = os.path.realpath(os.path.join(cwd, arg))
+        elif equals and option in PATH_OPTIONS:
+            result.append(option)
+            arg = os.path.realpath(os.path.join(cwd, value))
+        pending = not pending and not equals and arg in PATH_OPTIONS
+        result.append(arg)
+    return tuple(result)
 
 
 class StartFailed(Exception):
@@ -134,6 +158,8 @@ class WarmServer:
         self.client: Client | None = None
         self.hello: dict[str, Any] = {}
         self.busy = False
+        self.known_ids: frozenset[str] | None = None
+        """The ids of its latest listing for ``testserver run`` (changed sources aside)."""
         self.runs = 0
         self.started = time.time()
         self.last_used = time.monotonic()

@@ -33,6 +33,10 @@ keys are the statuses a :class:`Tally` counts."""
 PROBLEM_STATUSES = frozenset({"fail", "uxsuccess"})
 """Final statuses that make a run fail (unittest counts unexpected successes as failures)."""
 
+FAILURE_EXCEPTIONS = ("AssertionError", "MismatchError")
+"""Exception names (the last dotted part) that make a failing test a FAIL, as unittest's
+``failureException`` and testtools' matcher error do; any other exception is an ERROR."""
+
 TEXT_FIRST = ("traceback", "reason")
 """Attachments shown first in a failure block, unlabelled, and read by
 :meth:`Outcome.headline`."""
@@ -106,6 +110,19 @@ class Outcome:
         """Attachment ``name`` decoded as UTF-8 with replacement ("" when absent)."""
         return self.attachments.get(name, b"").decode("utf-8", "replace")
 
+    @property
+    def is_error(self) -> bool:
+        """A failure unittest would call an ERROR: a failing fixture, or a test that raised
+        something other than an assertion (judged from its traceback's last line)."""
+        if self.status != "fail":
+            return False
+        if self.kind == "fixture":
+            return True
+        if "traceback" not in self.attachments:
+            return False  # an unknown id, a crash or a cancel: reported, not raised
+        name = self.headline().partition(":")[0].strip().rpartition(".")[2]
+        return bool(name) and " " not in name and name not in FAILURE_EXCEPTIONS
+
     def headline(self) -> str:
         """The last non-blank line of the traceback or reason: what went wrong, in short."""
         for name in TEXT_FIRST:
@@ -170,7 +187,12 @@ class Tally:
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROGRESS, 0))
     errors: int = 0
-    """Failing fixture pseudo-tests (``setUpClass (pkg.mod.Class)``)."""
+    """Failing fixture pseudo-tests (``setUpClass (pkg.mod.Class)``) and tests that raised an
+    exception other than an assertion (:attr:`Outcome.is_error`)."""
+    test_errors: int = 0
+    """The tests among :attr:`errors` (counted in ``counts["fail"]`` too)."""
+    failfast: bool = False
+    """The run was cancelled on purpose after its first failure (``-x``)."""
     problems: list[Outcome] = field(default_factory=list)
     """Failed and unexpectedly successful tests, subtests and fixtures, in order."""
     output: list[Output] = field(default_factory=list)
@@ -188,8 +210,9 @@ class Tally:
             self.problems.append(outcome)
         if outcome.kind == "test":
             self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
-        elif outcome.kind == "fixture" and outcome.status == "fail":
+        if outcome.kind != "subtest" and outcome.is_error:
             self.errors += 1
+            self.test_errors += outcome.kind == "test"
 
     @property
     def ran(self) -> int:
@@ -197,9 +220,19 @@ class Tally:
         return sum(self.counts.values())
 
     @property
+    def failures(self) -> int:
+        """Failed tests that are not errors (``fail`` outcomes raised by an assertion)."""
+        return self.counts["fail"] - self.test_errors
+
+    @property
     def not_run(self) -> list[str]:
-        """Ids the server never started (after a cancel)."""
+        """Requested ids that got no final status (a cancel, a fixture, a broken runner)."""
         return list(self.complete.get("not_run", []))
+
+    @property
+    def unknown(self) -> list[str]:
+        """Requested ids the server does not know."""
+        return list(self.complete.get("unknown", []))
 
     @property
     def ok(self) -> bool:
@@ -211,6 +244,8 @@ class Tally:
             and not self.interrupted
             and self.complete.get("status") == "ok"
             and not self.complete.get("crashes")
+            and not self.not_run
+            and not self.unknown
         )
 
     def summary(self, dash: str = "—") -> str:
@@ -218,7 +253,7 @@ class Tally:
         counts = self.counts
         parts = [
             (counts["success"], "passed", "passed"),
-            (counts["fail"], "failed", "failed"),
+            (self.failures, "failed", "failed"),
             (self.errors, "error", "errors"),
             (counts["skip"], "skipped", "skipped"),
             (counts["xfail"], "expected failure", "expected failures"),
@@ -233,18 +268,19 @@ class Tally:
         """unittest's last line: ``OK``, ``OK (skipped=1)``, ``FAILED (failures=1)``..."""
         counts = self.counts
         details = [
-            ("failures", counts["fail"]),
+            ("failures", self.failures),
             ("errors", self.errors),
             ("skipped", counts["skip"]),
             ("expected failures", counts["xfail"]),
             ("unexpected successes", counts["uxsuccess"]),
             ("not run", len(self.not_run)),
+            ("unknown", len(self.unknown)),
             ("unmatched", len(self.unmatched)),
         ]
         inside = ", ".join(f"{name}={number}" for name, number in details if number)
         if self.finished == 0 and self.complete.get("status") == "ok":
             word = "NO TESTS RAN"
-        elif self.interrupted or self.complete.get("status") == "cancelled":
+        elif self.interrupted or (self.complete.get("status") == "cancelled" and not self.failfast):
             word = "INTERRUPTED"
         else:
             word = "OK" if self.ok else "FAILED"
@@ -268,6 +304,9 @@ class Renderer:
 
     def output(self, item: Output) -> None:
         """Output outside any test arrived."""
+
+    def packet(self, packet: Packet) -> None:
+        """A packet of the run that is not a control event, before it is assembled."""
 
     def control(self, name: str, body: dict[str, Any]) -> None:
         """A control event other than the run's completion (``testserver.reload``...)."""
@@ -343,6 +382,7 @@ def drive(
         for packet in run:
             control = decode_control(packet)
             if control is None:
+                renderer.packet(packet)
                 for item in assembler.feed(packet):
                     _dispatch(item, renderer, tally)
             elif control[0] == STDIN_WANTED:

@@ -25,9 +25,10 @@ process (``python -m testserver ...``) and says so on stderr. Exit status: as on
 died or the daemon went away mid-stream (then the stream also has a failing test saying so).
 
 **Where the daemon listens.** A Unix socket ``daemon.sock`` in a directory only its user can
-enter (mode 0700, checked before every connect): ``$XDG_RUNTIME_DIR/testserver/`` when
-``XDG_RUNTIME_DIR`` is set (one daemon per user, serving every project), else
-``<project>/.testserver/`` (one per project). Never a TCP port.
+enter (mode 0700, checked before every connect): ``<project>/.testserver/``, the project
+being the nearest directory above the working directory with a ``pyproject.toml``, ``.git``,
+``.testr.conf``... (:mod:`testserver.project`; ``TESTSERVER_DAEMON_DIR`` overrides it).
+Never a TCP port.
 
 **The daemon protocol** (version :data:`DAEMON_PROTOCOL`), one request per connection:
 
@@ -69,7 +70,8 @@ import socket
 import sys
 import zlib
 
-from testserver import __version__
+from testserver import __version__, project
+from testserver.project import MAX_UNIX_PATH, unix_address  # noqa: F401  (re-exported)
 
 DAEMON_PROTOCOL = 1
 """Version of the one-request-per-connection protocol between client and daemon."""
@@ -94,9 +96,6 @@ READ_SIZE = 1 << 16
 TRAILER_MAX = 1 << 16
 """Bytes held back from stdout until the end: the final packet is always shorter than this
 (its ``stderr`` text is cut to a few KiB by the daemon)."""
-
-MAX_UNIX_PATH = 100
-"""Socket paths longer than this do not fit ``sockaddr_un`` (108 bytes on Linux, 104 on BSD)."""
 
 NO_DAEMON_ENV = "TESTSERVER_NO_DAEMON"
 """Set (non-empty) to skip the daemon and always run one-shot mode."""
@@ -247,12 +246,9 @@ def read_load_list(path: str) -> list[str]:
 # --------------------------------------------------------------------------- the socket
 
 
-def socket_dir(project: str | None = None) -> str:
-    """The daemon's directory: ``$XDG_RUNTIME_DIR/testserver``, else ``<project>/.testserver``."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "testserver")
-    return os.path.join(os.path.abspath(project or os.getcwd()), ".testserver")
+def socket_dir(start: str | None = None) -> str:
+    """The daemon's directory: ``<project root>/.testserver`` (:mod:`testserver.project`)."""
+    return project.daemon_dir(project.find_root(start)[0])
 
 
 def private_dir(directory: str, *, create: bool) -> None:
@@ -268,27 +264,9 @@ def private_dir(directory: str, *, create: bool) -> None:
             pass
         except OSError as error:
             raise DaemonUnavailable(f"cannot create {directory}: {error}") from None
-    try:
-        info = os.lstat(directory)
-    except OSError as error:
-        raise DaemonUnavailable(f"no daemon directory {directory}: {error.strerror}") from None
-    if not os.path.isdir(directory) or os.path.islink(directory):
-        raise DaemonUnavailable(f"{directory} is not a directory")
-    if info.st_uid != os.getuid():
-        raise DaemonUnavailable(f"{directory} belongs to uid {info.st_uid}, not to us")
-    if info.st_mode & 0o077:
-        raise DaemonUnavailable(
-            f"{directory} is open to other users (mode {info.st_mode & 0o777:o}); "
-            f"run: chmod 700 {directory}"
-        )
-
-
-def unix_address(path: str) -> str:
-    """``path``, or a shorter relative path to it when it is too long for a Unix socket."""
-    if len(path) <= MAX_UNIX_PATH:
-        return path
-    relative = os.path.relpath(path)
-    return relative if len(relative) < len(path) else path
+    problem = project.private_problem(directory)
+    if problem is not None:
+        raise DaemonUnavailable(problem)
 
 
 def connect(directory: str) -> socket.socket:

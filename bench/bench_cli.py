@@ -1,0 +1,185 @@
+"""``testserver run`` of one test, twice: the first (cold) run vs the second (warm) one.
+
+Reproduce (from the repository root, with the project's venv)::
+
+    .venv/bin/python bench/bench_cli.py            # 5 rounds
+    .venv/bin/python bench/bench_cli.py --quick    # 2 rounds
+
+On a copy of the 10,000-test suite S2 (``bench/gensuites.py``) in a temporary directory (a
+project of its own), each round runs ``testserver run --daemon ID`` twice with the same
+test id, with no daemon and no ``.testserver/`` state before the first, as a person at a
+terminal would type it twice: the first run starts the project's daemon and a server that
+imports the 10,000 tests, the second finds them warm. (``--daemon`` stands for the
+terminal: at a terminal it is the default.) Each run is a whole process, timed from spawn to
+exit; both must exit 0 having run exactly that one test, or the script stops. The daemon is
+stopped after each round, and ``python -c pass`` is timed too: the floor of any run.
+
+Two installs are measured side by side, interleaved: this venv's ``testserver`` (an
+editable install, whose import hook costs every start-up ``pathlib`` and ``re``), and the
+layout ``pip install testserver`` gives (a venv finding the package and its dependencies by
+plain path entries, made in ``bench/out/venv-regular``). It prints the medians and the ratio
+first/second for each, the goal being at least 50; raw samples go to ``bench/out/cli.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import gensuites  # noqa: E402  (a sibling script, not a package)
+
+OUT = HERE / "out"
+ROUNDS, QUICK_ROUNDS = 5, 2
+GOAL = 50.0
+"""The issue's target for first run / second run."""
+
+ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k
+    not in ("TESTSERVER_NO_DAEMON", "TESTSERVER_DAEMON_DIR", "PYTHON", "PYTHONDONTWRITEBYTECODE")
+}
+"""Measured processes keep bytecode caching on, as a user's do (so does bench_testr.py)."""
+
+
+SCRIPT = """#!{python}
+import re
+import sys
+from testserver.cli import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
+"""pip's console script for ``testserver``, for the regular-install layout."""
+
+
+def dev_command() -> list[str]:
+    """``testserver`` of this venv (an editable install: its import hook loads at start-up)."""
+    script = Path(sys.executable).parent / "testserver"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "testserver"]
+
+
+def regular_command() -> list[str]:
+    """``testserver`` laid out as ``pip install testserver`` leaves it: a venv whose
+    site-packages finds the package and its dependencies by plain path entries, with no
+    editable import hook (which costs the dev venv's every start-up pathlib and re)."""
+    venv = OUT / "venv-regular"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ours = sysconfig.get_paths()["purelib"]
+    Path(purelib, "testserver-bench.pth").write_text(f"{HERE.parent}\n{ours}\n")
+    script = venv / "bin" / "testserver"
+    script.write_text(SCRIPT.format(python=python))
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def timed_run(command: list[str], project: Path, test_id: str) -> float:
+    """Seconds for one ``testserver run --daemon TEST_ID``; stop if it did not pass."""
+    began = time.perf_counter()
+    result = subprocess.run(
+        [*command, "run", "--daemon", "--no-color", test_id],
+        cwd=project,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    elapsed = time.perf_counter() - began
+    if result.returncode != 0 or "Ran 1 test " not in result.stdout:
+        sys.exit(f"testserver run failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return elapsed
+
+
+def floor(command: list[str]) -> float:
+    """Seconds for the interpreter of ``command`` to start and exit: the floor of any run."""
+    python = command[0]
+    if python.endswith("testserver"):  # a console script: its interpreter is on line 1
+        python = Path(python).read_text().splitlines()[0].removeprefix("#!")
+    began = time.perf_counter()
+    subprocess.run([python, "-c", "pass"], check=True, env=ENV)
+    return time.perf_counter() - began
+
+
+def stop_daemon(command: list[str], project: Path) -> None:
+    subprocess.run(
+        [*command, "daemon", "stop"],
+        cwd=project,
+        env=ENV,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} rounds")
+    parser.add_argument("--rounds", type=int, help=f"rounds (default {ROUNDS})")
+    args = parser.parse_args()
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
+    suite = gensuites.generate(gensuites.DEFAULT_OUT, "S2")
+    test_id = (suite / gensuites.ONE_ID_FILE).read_text().split()[0]
+    scratch = Path(tempfile.mkdtemp(prefix="tsbcli-"))
+    project = scratch / "S2"  # outside the repository: a project of its own
+    shutil.copytree(suite, project)
+    layouts = {"dev venv (editable)": dev_command(), "regular install": regular_command()}
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"first": [], "second": [], "python": []} for name in layouts
+    }
+    try:
+        for number in range(1, rounds + 1):
+            for name, command in layouts.items():
+                shutil.rmtree(project / ".testserver", ignore_errors=True)
+                times = samples[name]
+                try:
+                    times["first"].append(timed_run(command, project, test_id))
+                    times["second"].append(timed_run(command, project, test_id))
+                finally:
+                    stop_daemon(command, project)
+                times["python"].append(floor(command))
+                print(
+                    f"round {number}, {name}: first {times['first'][-1]:.3f} s, "
+                    f"second {times['second'][-1]:.4f} s, python -c pass "
+                    f"{times['python'][-1]:.4f} s",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\ntestserver run {test_id} on S2 (10,000 tests), {rounds} rounds, medians:")
+    for name, times in samples.items():
+        cold, warm = statistics.median(times["first"]), statistics.median(times["second"])
+        python = statistics.median(times["python"])
+        print(f"  {name}:")
+        print(f"    first run (cold: daemon, server, imports): {cold:.3f} s")
+        print(f"    second run (warm):                          {warm:.4f} s")
+        print(f"    python -c pass (the floor):                 {python:.4f} s")
+        print(f"    ratio first/second: {cold / warm:.1f}x (goal >= {GOAL:g}x)")
+        print(f"    ratio first/python -c pass (no client could beat it): {cold / python:.1f}x")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "cli.json").write_text(json.dumps(samples, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
