@@ -122,7 +122,8 @@ class ServerSession:
 
     ``can_reload``: whether ``reload`` is supported. ``in_process``: batches run in the
     server (``--isolation none``), so a signal *interrupts* rather than cancels them.
-    ``timeout``: the per-test timeout in seconds, if any. ``generation``: the first stamp.
+    ``timeout``: the per-test timeout in seconds (``None`` in process: nothing to kill).
+    ``generation``: the first stamp. ``grace``: seconds between ``Interrupt`` and ``Kill``.
     """
 
     role = "server"
@@ -375,7 +376,8 @@ class ServerSession:
         self.cancelled = True
         if self.state is State.STARTING:
             return []  # not dispatched yet: batch_resolved ends it without running a test
-        self.cancel_deadline = now + self.grace
+        if not self.in_process:  # a batch in the server process cannot be killed
+            self.cancel_deadline = now + self.grace
         return [Interrupt()]
 
     def _end_batch(self, *, error: str | None = None) -> list[Action]:
