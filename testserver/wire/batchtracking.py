@@ -127,7 +127,12 @@ class BatchTracker:
         if kind is Kind.TEST_STARTED:
             self.started(packet_test_id(raw) or "", now)
         elif kind is Kind.TEST_FINISHED:
-            self.ended(packet_test_id(raw) or "", packet_status(raw) or "fail")
+            # Credited to the running test, as its final status always follows its start;
+            # read from the packet only when none runs (cheaper on this hot path).
+            test_id = self.current
+            if test_id is None:
+                test_id = packet_test_id(raw) or ""
+            self.ended(test_id, packet_status(raw) or "fail")
         return kind
 
     def started(self, test_id: str, now: float) -> None:

@@ -80,10 +80,13 @@ def split_packets(buffer: bytearray) -> list[bytes]:
             raise StreamOutOfSync(
                 f"packet stream out of sync at byte {pos}: {bytes(buffer[pos : pos + 16])!r}"
             )
-        width = (buffer[pos + LENGTH_OFFSET] >> 6) + 1
+        first = buffer[pos + LENGTH_OFFSET]  # the length varint, inlined: this is hot
+        width = (first >> 6) + 1
         if size - pos < LENGTH_OFFSET + width:
             break
-        length = varint(buffer, pos + LENGTH_OFFSET)[0]
+        length = first & 0x3F
+        for i in range(LENGTH_OFFSET + 1, LENGTH_OFFSET + width):
+            length = (length << 8) | buffer[pos + i]
         if size - pos < length:
             break
         packets.append(bytes(buffer[pos : pos + length]))
