@@ -141,6 +141,15 @@ def test_cancel_and_error_take_precedence() -> None:
     assert tracker.result(cancelled=True, error="boom").status == "error"
 
 
+def test_a_final_status_counts_for_the_running_test() -> None:
+    """As batch.py does; with no test running, the packet's own id is credited."""
+    tracker = BatchTracker(["a", "b"])
+    tracker.feed(encode_status("b", "skip"), 0)
+    assert tracker.finished == collections.Counter({"b": 1}) and tracker.current is None
+    feed_run(tracker, "a", "success")
+    assert tracker.result().status == "ok"
+
+
 def test_subtests_and_pseudo_tests_are_not_counted() -> None:
     tracker = BatchTracker(["a"])
     tracker.feed(encode_status("a", "inprogress"), 0)
