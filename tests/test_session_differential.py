@@ -1,12 +1,15 @@
 """The session core against today's real server: the same frames give the same completions.
 
-One write of frames (a malformed one, ``stdin`` and ``cancel`` with nothing running, a
+Two replays. One write of frames (a malformed one, ``stdin`` and ``cancel`` with nothing running, a
 ``run-tests`` with a duplicate and an unknown id, ``list-tests``, ``reload`` on a server
 without reload, ``quit``, and a command after it) goes to a real ``python -m testserver
 --serve``. The same bytes go through the real ``FrameDecoder`` into a
 :class:`ServerSession`, whose driver replays the real batch's packets. Both must write the
 same completions in the same order, with one difference allowed: a batch with unknown ids
 is ``"incomplete"`` in the core (the new status rule), ``"ok"`` in a server without it.
+Then a batch whose worker dies twice: reporting the deaths where the real server saw them,
+the core names the same victims and causes, redispatches the same rests and completes with
+the same body.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from testserver.wire.sessionactions import (
     Dispatch,
     Execute,
     Exit,
+    ReportCrash,
     Send,
     StartBatch,
 )
@@ -152,3 +156,51 @@ def test_the_core_completes_like_the_real_server() -> None:
                 body.pop("message", None)
         assert mine == real_body
         assert list(mine) == list(real_body)  # the same JSON key order, so the same bytes
+
+
+CRASHES = "ecrash.test_crashes.Crashes."
+CRASH_MARK = b"testserver: the worker process running this test "
+
+
+def replay_with_deaths(session: ServerSession, real: Transcript) -> list[Action]:
+    """Feed the real batch's packets; where the real server reported a worker's death, report
+    it to the session instead, and check the session writes the same crash text."""
+    actions: list[Action] = []
+    skip_fail_of = None
+    for packet in real.packets:
+        if packet.file_name == "traceback" and packet.file_bytes.startswith(CRASH_MARK):
+            cause = packet.file_bytes[len(CRASH_MARK) : -2].decode()  # without ".\n"
+            got = session.worker_died(cause.rpartition(" before this test")[0] or cause, 1.0)
+            crash = got[0]
+            assert isinstance(crash, ReportCrash) and crash.crash.victim == packet.test_id
+            assert crash.crash.message.encode() == packet.file_bytes
+            actions += got
+            skip_fail_of = packet.test_id
+        elif packet.test_id == skip_fail_of and packet.status == "fail":
+            skip_fail_of = None  # the crash report's own final status: the driver wrote it
+        elif packet.test_id is not None:
+            session.worker_packet(encode_packet(packet), 1.0)
+    return actions + session.batch_ended()
+
+
+def test_the_core_accounts_for_crashes_like_the_real_server() -> None:
+    ids = tuple(
+        CRASHES + name for name in ("test_before", "test_os_exit", "test_segfault", "test_after")
+    )
+    server = ServerProcess("e2e_crash", "-t", ".", "-s", "ecrash")
+    try:
+        real = server.request(RunTests("r", ids))
+    finally:
+        server.kill()
+    session = ServerSession()
+    session.receive_command(RunTests("r", ids), 0.0)
+    session.batch_resolved(list(ids), [])
+    actions = replay_with_deaths(session, real)
+    dispatches = [a.test_ids for a in actions if isinstance(a, Dispatch)]
+    assert dispatches == [ids[2:], ids[3:]]  # after each death, the rest to a fresh worker
+    (body,) = [a.body for a in actions if isinstance(a, Send)]
+    assert body == real.complete
+    assert body["crashes"] == [
+        CRASHES + "test_os_exit: exited with status 3",
+        CRASHES + "test_segfault: killed by signal 11 (SIGSEGV)",
+    ]
