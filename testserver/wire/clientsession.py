@@ -34,12 +34,16 @@ IMMEDIATE = (Stdin, Cancel)
 
 
 class ClientState(Enum):
+    """Where the client's session is (see the module docstring)."""
+
     AWAITING_HELLO = "AWAITING_HELLO"
     OPEN = "OPEN"
     CLOSED = "CLOSED"
 
 
 class ClientEvent(Enum):
+    """What a client does or sees: ``send``, ``receive``, ``receive_end_of_stream``."""
+
     SEND = "send"
     PACKET = "packet"
     END_OF_STREAM = "end of stream"

@@ -18,8 +18,9 @@ States (``State``):
 
 :data:`TRANSITIONS` maps (state, event) to the states the event may lead to; when several are
 listed the event's arguments decide (e.g. a worker death leads back to ``RUNNING`` when tests
-remain for a fresh worker). After every event the session *settles*: in ``IDLE`` it starts
-the next queued command, or, when stopping, refuses the queue with ``quitting`` and exits.
+remain for a fresh worker). After every event the session *settles* (h11's state-triggered
+transitions): in ``IDLE`` it starts the next queued command, or, when stopping, refuses the
+queue with ``quitting`` and exits.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ NO_RELOAD_MESSAGE = "this server was started with --no-reload; restart it to pic
 
 
 class State(Enum):
+    """Where the server's session is (see the module docstring)."""
+
     IDLE = "IDLE"
     EXECUTING = "EXECUTING"
     STARTING = "STARTING"
@@ -61,6 +64,8 @@ class State(Enum):
 
 
 class Event(Enum):
+    """The kinds of event a driver reports; each is one method (or a family of them)."""
+
     COMMAND = "command"
     FRAME_ERROR = "frame error"
     INPUT_CLOSED = "input closed"
