@@ -1,0 +1,229 @@
+"""The accounting of one ``run-tests`` batch: which test runs, which ended, what is missing.
+
+:class:`BatchTracker` is pure: it is fed the packets a worker writes (or the events they
+stand for), told when a worker died, and asked for the completion's fields. Time is passed
+in as a number, never read from a clock. The rules it implements (spec 4.3, 4.5):
+
+- ``ran`` and ``outcomes`` count the final statuses of runnable tests (subtests, fixture
+  pseudo-tests and unknown ids excluded), crash victims included.
+- A requested id is satisfied by one final status; an id requested twice needs two. The
+  requested ids left unsatisfied, in batch order, are ``not_run``.
+- ``status``: ``"error"`` when the server could not go on, ``"cancelled"`` when a cancel or
+  SIGINT stopped the batch, ``"incomplete"`` when it ran to its end but ``not_run`` or
+  ``unknown`` is not empty, ``"ok"`` otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any
+
+from testserver.wire.events import FINAL_STATUSES
+from testserver.wire.splitting import Kind, classify, packet_status, packet_test_id
+
+WORKER_TEST_ID = "testserver.worker"
+"""The synthetic test failed when a worker dies after its last test."""
+
+CANCELLED_MESSAGE = "the batch was cancelled"
+INTERRUPTED_MESSAGE = "the batch was interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """A worker died: ``victim`` is the test reported as failed, ``message`` its traceback."""
+
+    victim: str
+    cause: str
+    message: str
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the victim is :data:`WORKER_TEST_ID`, which needs its own ``inprogress``."""
+        return self.victim == WORKER_TEST_ID
+
+    @property
+    def entry(self) -> str:
+        """The line for the completion's ``crashes`` list."""
+        return f"{self.victim}: {self.cause}"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """How a batch ended: the ``status`` and extra fields of its ``testserver.complete``."""
+
+    status: str
+    ran: int
+    outcomes: dict[str, int]
+    unknown: tuple[str, ...]
+    not_run: tuple[str, ...]
+    crashes: tuple[str, ...]
+    message: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The completion fields, in the order the server writes them."""
+        fields: dict[str, Any] = {
+            "ran": self.ran,
+            "outcomes": dict(self.outcomes),
+            "unknown": list(self.unknown),
+            "not_run": list(self.not_run),
+        }
+        if self.crashes:
+            fields["crashes"] = list(self.crashes)
+        return fields
+
+
+def unsatisfied(requested: list[str], finished: collections.Counter[str]) -> list[str]:
+    """The requested ids without a final status of their own, in order (one per request)."""
+    left = finished.copy()
+    missing = []
+    for test_id in requested:
+        if left[test_id] > 0:
+            left[test_id] -= 1
+        else:
+            missing.append(test_id)
+    return missing
+
+
+def incomplete_message(not_run: int, unknown: int) -> str:
+    """Why a batch that ran to its end is ``incomplete``."""
+    parts = []
+    if not_run:
+        parts.append(f"{not_run} requested test(s) got no final status (see not_run)")
+    if unknown:
+        parts.append(f"{unknown} requested id(s) name no loaded test (see unknown)")
+    return "; ".join(parts)
+
+
+class BatchTracker:
+    """Follows one batch from its packets; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        test_ids: list[str] | tuple[str, ...],
+        *,
+        unknown: list[str] | tuple[str, ...] = (),
+        timeout: float | None = None,
+    ) -> None:
+        self.requested = list(test_ids)
+        self.unknown = tuple(unknown)
+        self.timeout = timeout
+        self.tests = list(test_ids)
+        """The ids handed to the current worker (after a crash: the rest of the batch)."""
+        self.position = 0
+        """Index in :attr:`tests` of the first test not started yet."""
+        self.current: str | None = None
+        self.current_started = 0.0
+        self.ran = 0
+        self.outcomes = dict.fromkeys(sorted(FINAL_STATUSES), 0)
+        self.crashes: list[str] = []
+        self.finished: collections.Counter[str] = collections.Counter()
+
+    # -- events --------------------------------------------------------------------------
+
+    def feed(self, raw: bytes, now: float) -> Kind:
+        """Follow one packet the batch wrote; return its :class:`Kind`."""
+        kind = classify(raw)
+        if kind is Kind.TEST_STARTED:
+            self.started(packet_test_id(raw) or "", now)
+        elif kind is Kind.TEST_FINISHED:
+            # Credited to the running test, as its final status always follows its start;
+            # read from the packet only when none runs (cheaper on this hot path).
+            test_id = self.current
+            if test_id is None:
+                test_id = packet_test_id(raw) or ""
+            self.ended(test_id, packet_status(raw) or "fail")
+        return kind
+
+    def started(self, test_id: str, now: float) -> None:
+        """Runnable test ``test_id`` started at ``now``."""
+        self.current, self.current_started = test_id, now
+        tests = self.tests
+        if self.position < len(tests) and tests[self.position] == test_id:
+            self.position += 1
+            return
+        try:  # a test out of order: skip to it, as unittest would have
+            self.position = tests.index(test_id, self.position) + 1
+        except ValueError:
+            pass
+
+    def ended(self, test_id: str, status: str) -> None:
+        """Runnable test ``test_id`` got final status ``status``."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a final status; expected one of FINAL_STATUSES")
+        self.ran += 1
+        self.outcomes[status] += 1
+        self.finished[test_id] += 1
+        self.current = None
+
+    def worker_died(self, exit_description: str, now: float, *, cancelled: bool) -> Crash:
+        """The worker ended before its batch did: fail the test it was running.
+
+        The victim is the running test, else the next one (it died in a fixture or at
+        import), else :data:`WORKER_TEST_ID`. The victim counts as one ``fail``.
+        """
+        cause = exit_description
+        if cancelled:
+            cause = f"cancelled ({cause} after the cancel request)"
+        elif self.timed_out(now):
+            cause = f"timed out after {self.timeout:g} s ({cause})"
+        victim = self.current
+        if victim is None and self.position < len(self.tests):
+            victim = self.tests[self.position]
+            self.position += 1
+            cause += " before this test started (in a fixture or at import?)"
+        message = f"testserver: the worker process running this test {cause}.\n"
+        if victim is None:
+            victim = WORKER_TEST_ID
+            message = f"testserver: the worker process {cause} after its last test.\n"
+        crash = Crash(victim, cause, message)
+        self.crashes.append(crash.entry)
+        self.ended(victim, "fail")
+        return crash
+
+    def redispatch(self) -> list[str]:
+        """The tests a fresh worker must run after a crash (empty: none left)."""
+        self.tests = self.tests[self.position :]
+        self.position = 0
+        return list(self.tests)
+
+    # -- questions -----------------------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        """When the running test times out, if a timeout is set and a test is running."""
+        if self.timeout is None or self.current is None:
+            return None
+        return self.current_started + self.timeout
+
+    def timed_out(self, now: float) -> bool:
+        """Whether the running test has run past the timeout at ``now``."""
+        deadline = self.deadline()
+        return deadline is not None and now >= deadline
+
+    def not_run(self) -> list[str]:
+        """Requested ids without a final status so far (one entry per missing request)."""
+        return unsatisfied(self.requested, self.finished)
+
+    def result(
+        self, *, cancelled: bool = False, interrupted: bool = False, error: str | None = None
+    ) -> BatchResult:
+        """The completion of the batch, ended now (see the module docstring for ``status``)."""
+        not_run = tuple(self.not_run())
+        if error is not None:
+            status, message = "error", error
+        elif cancelled or interrupted:
+            status = "cancelled"
+            message = INTERRUPTED_MESSAGE if interrupted else CANCELLED_MESSAGE
+        elif not_run or self.unknown:
+            status, message = "incomplete", incomplete_message(len(not_run), len(self.unknown))
+        else:
+            status, message = "ok", None
+        return BatchResult(
+            status,
+            self.ran,
+            dict(self.outcomes),
+            self.unknown,
+            not_run,
+            tuple(self.crashes),
+            message,
+        )

@@ -1,0 +1,132 @@
+"""Split a stream of subunit packets we wrote ourselves, and read what a tracker needs.
+
+The one packet splitter of the package: it runs on every packet a worker writes, so it only
+reads the header (signature, flags, length) and never checks the CRC; the stream comes from
+our own encoder, so a bad signature is a bug, not input (untrusted bytes go through
+:class:`~testserver.wire.packets.PacketDecoder`). :func:`classify` names what a packet means
+for the batch from its flags alone, and :func:`packet_test_id` reads the test id without
+decoding the rest. Layout and flags: :mod:`testserver.wire.packetformat`. No I/O here.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from testserver.wire.events import FINAL_STATUSES, STATUSES
+from testserver.wire.packetformat import (
+    FLAG_FILE_CONTENT,
+    FLAG_PARENT_TEST_ID,
+    FLAG_ROUTE_CODE,
+    FLAG_RUNNABLE,
+    FLAG_TAGS,
+    FLAG_TEST_ID,
+    FLAG_TIMESTAMP,
+    SIGNATURE,
+    STATUS_MASK,
+)
+
+LENGTH_OFFSET = 3
+"""The signature (1 byte) and the flags (2 bytes) come before the length varint."""
+
+TIMESTAMP_SECONDS_SIZE = 4
+"""A timestamp starts with 4 bytes of seconds, then a varint of nanoseconds."""
+
+TEST_SCOPED_FLAGS = FLAG_TEST_ID | FLAG_ROUTE_CODE | FLAG_TAGS | FLAG_PARENT_TEST_ID
+"""Flags a global control event never has (``testserver.complete`` carries none of them)."""
+
+STATUS_CODES: dict[str, int] = {name: code for code, name in enumerate(STATUSES) if name}
+"""Status name -> the 3-bit status code of the flags."""
+
+FINAL_CODES = frozenset(STATUS_CODES[name] for name in FINAL_STATUSES)
+"""Status codes that end a test."""
+
+INPROGRESS_CODE = STATUS_CODES["inprogress"]
+
+
+class StreamOutOfSync(RuntimeError):
+    """Our own packet stream does not start with a packet signature: a bug in its writer."""
+
+
+class Kind(IntEnum):
+    """What one packet means to a batch tracker, read from its flags."""
+
+    OTHER = 0
+    """Anything else: attachments, subtests, ``exists``, non-runnable pseudo-tests."""
+    GLOBAL_FILE = 1
+    """A file with no test id: global output or a control event."""
+    TEST_STARTED = 2
+    """A runnable test's ``inprogress``."""
+    TEST_FINISHED = 3
+    """A runnable test's final status."""
+
+
+def varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """The subunit varint at ``pos`` (its top 2 bits say 1 to 4 bytes) and the end position."""
+    first = data[pos]
+    width = (first >> 6) + 1
+    value = first & 0x3F
+    for i in range(1, width):
+        value = (value << 8) | data[pos + i]
+    return value, pos + width
+
+
+def split_packets(buffer: bytearray) -> list[bytes]:
+    """Remove and return the complete packets at the start of ``buffer``; keep the rest."""
+    packets = []
+    pos = 0
+    size = len(buffer)
+    while size - pos > LENGTH_OFFSET:
+        if buffer[pos] != SIGNATURE:
+            raise StreamOutOfSync(
+                f"packet stream out of sync at byte {pos}: {bytes(buffer[pos : pos + 16])!r}"
+            )
+        first = buffer[pos + LENGTH_OFFSET]  # the length varint, inlined: this is hot
+        width = (first >> 6) + 1
+        if size - pos < LENGTH_OFFSET + width:
+            break
+        length = first & 0x3F
+        for i in range(LENGTH_OFFSET + 1, LENGTH_OFFSET + width):
+            length = (length << 8) | buffer[pos + i]
+        if size - pos < length:
+            break
+        packets.append(bytes(buffer[pos : pos + length]))
+        pos += length
+    del buffer[:pos]
+    return packets
+
+
+def flags_of(raw: bytes) -> int:
+    """The 16-bit flags of a packet."""
+    return (raw[1] << 8) | raw[2]
+
+
+def classify(raw: bytes) -> Kind:
+    """What ``raw`` means for a batch (see :class:`Kind`), from its flags alone."""
+    flags = (raw[1] << 8) | raw[2]
+    if not flags & FLAG_TEST_ID:
+        return Kind.GLOBAL_FILE if flags & FLAG_FILE_CONTENT else Kind.OTHER
+    if not flags & FLAG_RUNNABLE:
+        return Kind.OTHER
+    code = flags & STATUS_MASK
+    if code == INPROGRESS_CODE:
+        return Kind.TEST_STARTED
+    if code in FINAL_CODES:
+        return Kind.TEST_FINISHED
+    return Kind.OTHER
+
+
+def packet_status(raw: bytes) -> str | None:
+    """The status name a packet carries, or ``None``."""
+    return STATUSES[raw[2] & STATUS_MASK]
+
+
+def packet_test_id(raw: bytes) -> str | None:
+    """The test id of a packet, read without decoding the other fields."""
+    flags = (raw[1] << 8) | raw[2]
+    if not flags & FLAG_TEST_ID:
+        return None
+    pos = varint(raw, LENGTH_OFFSET)[1]
+    if flags & FLAG_TIMESTAMP:
+        pos = varint(raw, pos + TIMESTAMP_SECONDS_SIZE)[1]
+    length, pos = varint(raw, pos)
+    return raw[pos : pos + length].decode("utf-8")
