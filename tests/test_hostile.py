@@ -26,7 +26,7 @@ from serverproc import PROJECTS, ServerProcess, project_copy, subunit_events
 from testserver.wire.commands import ListTests, RunTests, Stdin
 
 FINAL = {"success", "fail", "skip", "xfail", "uxsuccess"}
-GRACE_SECONDS = 10.0
+GRACE_SECONDS = 30.0
 """How long processes a test started may take to disappear after their batch."""
 
 EXPECTED = {
