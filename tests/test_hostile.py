@@ -122,6 +122,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def describe(pid: int) -> str:
+    """A process's parent, state and command line, for a failure message."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid}: gone"
+    return f"{pid}: ppid {fields[1]} state {fields[0]} pgid {fields[2]}: {cmdline}"
+
+
 def check_accounting(events: list[dict], ids: list[str], not_run: set[str]) -> None:
     """Exactly one final status per requested id, or an explicit not-run; known outcomes."""
     assert not [e for e in events if e["test_id"] == "subunit.parser"], "stream corrupted"
@@ -158,7 +170,8 @@ def test_serve_mode_survives_the_corpus(corpus) -> None:
         deadline = time.monotonic() + GRACE_SECONDS
         while len(descendants(server.proc.pid)) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(descendants(server.proc.pid)) <= 1  # at most the standby worker
+        left = descendants(server.proc.pid)
+        assert len(left) <= 1, [describe(pid) for pid in left]  # at most the standby worker
     finally:
         server.kill()
 
