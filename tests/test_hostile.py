@@ -2,8 +2,8 @@
 
 ``tests/projects/hostile`` holds one small test per hostile behaviour (signals to itself,
 process deaths, children and threads that outlive their test, writes to every fd, closed
-stdio, odd output, a monkeypatched ``TestCase.run``). Each mode runs the whole corpus and
-checks the same invariants:
+stdio, odd output, a monkeypatched ``TestCase.run``). Serve mode, one-shot mode and
+``testserver run`` each run the whole corpus and check the same invariants:
 
 - the stream parses whole with python-subunit;
 - every requested id ends with exactly one final status, or is explicitly not run;
@@ -198,4 +198,25 @@ def test_oneshot_mode_survives_the_corpus(corpus) -> None:
     ]
     assert b"not run" in b"".join(reasons)
     assert result.returncode == 1, result.stderr
+    assert left_processes(Path(env["HOSTILE_PIDS"])) == []
+
+
+def test_testserver_run_survives_the_corpus(corpus) -> None:
+    """The terminal client: a failure summary naming what did not run, exit 1, nothing left."""
+    project, env = corpus
+    result = subprocess.run(
+        [sys.executable, "-m", "testserver", "run", "--no-daemon", "-t", ".", "-s", "hostile"],
+        cwd=project,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=180,
+    )
+    out = result.stdout.decode("utf-8", "replace")
+    assert result.returncode == 1, out + result.stderr.decode("utf-8", "replace")
+    victim = next(iter(NOT_RUN))
+    assert victim in out.split("NOT RUN", 1)[1], out
+    for test_id, status in EXPECTED.items():
+        if status == "fail":
+            assert test_id in out, test_id
     assert left_processes(Path(env["HOSTILE_PIDS"])) == []
