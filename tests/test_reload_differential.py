@@ -183,6 +183,39 @@ def _add_extension(tree: Tree) -> None:
     tree.write("shop/tests/test_native.py", NATIVE_TEST)
 
 
+CASES, LIMITS = "shop/tests/cases", "shop/limits.json"
+
+
+def data_scenarios() -> list[Scenario]:
+    """Edits to data files that modules read or list while they are imported."""
+    return [
+        Scenario(
+            "add a file to a directory a test module lists at import",
+            lambda t: t.write(f"{CASES}/gamma.txt", "gamma\n"),
+        ),
+        Scenario(
+            "edit a data file a helper reads at import (its importers fail now)",
+            lambda t: t.replace(LIMITS, "10", "4"),
+        ),
+        Scenario(
+            "add a file that the listing module's glob does not match",
+            lambda t: t.write(f"{CASES}/notes.md", "not a case\n"),
+        ),
+        Scenario("delete a data file", lambda t: t.delete(f"{CASES}/beta.txt")),
+        Scenario("delete the whole data directory", lambda t: t.delete(CASES)),
+        Scenario(
+            "recreate the data directory with another file",
+            lambda t: t.write(f"{CASES}/delta.txt", "delta\n"),
+        ),
+        Scenario(
+            "add a file to the recreated directory, restore the data file read at import",
+            lambda t: (t.write(f"{CASES}/epsilon.txt", "epsilon\n"), t.replace(LIMITS, "4", "10")),
+        ),
+        Scenario("delete the data file read at import", lambda t: t.delete(LIMITS)),
+        Scenario("restore it", lambda t: t.write(LIMITS, '{"max_length": 6}\n')),
+    ]
+
+
 def scenarios() -> list[Scenario]:
     models, pricing = "shop/tests/test_models.py", "shop/pricing.py"
     util, testing = "shop/util.py", "shop/testing.py"
@@ -352,6 +385,7 @@ def scenarios() -> list[Scenario]:
         ),
         Scenario("delete the subpackage", lambda t: t.delete("shop/tests/extra")),
         Scenario("an editor's atomic save (temp file renamed over)", _atomic_save),
+        *data_scenarios(),
         Scenario(
             "touch a file without changing it",
             lambda t: os.utime(t.path(models)),

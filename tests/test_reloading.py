@@ -33,6 +33,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from testserver.changesignal import ChangeSignal
 from testserver.loading import FAILED_TEST_PREFIX, LoadSpec, TestIndex, load
 from testserver.modulegraph import (
     SERVER_DIR,
@@ -44,7 +45,7 @@ from testserver.modulegraph import (
 from testserver.reloading import Reloader, _CachingLoader, _TestCache, track_startup
 from testserver.staleness import provably_garbage, purge
 from testserver.statetracking import StateTracker
-from testserver.watching import ChangeRecorder, ChangeSignal, SourceTree, TreeChanges, Watcher
+from testserver.watching import ChangeRecorder, SourceTree, TreeChanges, Watcher
 
 WAIT = 20.0
 """Seconds to wait for a watchdog thread to notice a write (a deadline, not a measurement)."""

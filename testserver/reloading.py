@@ -73,6 +73,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from testserver.changesignal import ChangeSignal
 from testserver.loading import LoadSpec, TestIndex, flatten, load
 from testserver.modulegraph import (
     SERVER_DIR,
@@ -93,7 +94,7 @@ from testserver.staleness import (
     stale_holders,
 )
 from testserver.statetracking import Replay, StateTracker, spawn_replay, state_fingerprint
-from testserver.watching import ChangeSignal, SourceTree, TreeChanges, Watcher, file_kind
+from testserver.watching import SourceTree, TreeChanges, Watcher, file_kind
 
 __all__ = ["ReloadReport", "Reloader", "track_startup"]
 
@@ -133,15 +134,15 @@ def track_startup(roots: Sequence[str]) -> None:
     _startup = (tracker, tracking)
 
 
-def _adopt_startup() -> dict[str, set[str]]:
-    """Stop the startup tracker (if any) and return what it measured."""
+def _adopt_startup() -> StateTracker | None:
+    """Stop the startup tracker (if any) and return it, with what it measured."""
     global _startup
     if _startup is None:
-        return {}
+        return None
     tracker, tracking = _startup
     _startup = None
     tracking.__exit__(None, None, None)
-    return tracker.contributions
+    return tracker
 
 
 @dataclass
@@ -199,9 +200,12 @@ class Reloader:
         watcher thread starts, so no thread is running when it forks.
         """
         self.tree.scan()
+        startup = _adopt_startup()
+        if startup is not None:
+            self.tracker.contributions.update(startup.contributions)
+            self.tracker.reads.merge(startup.reads.export())
         self._track_loaded_files()
         self._sync_signal()
-        self.tracker.contributions.update(_adopt_startup())
         if set(self.modules.project()) - set(self.tracker.contributions):
             self.replay = spawn_replay(lambda: load(self.spec), self.tracker)
         self.watch_error = self.watcher.start()
@@ -261,7 +265,9 @@ class Reloader:
             self.tests.clear()
         changed: set[str] = set()
         for path in paths:
-            changed.update(self.modules.names_for(path), module_names(path))
+            changed.update(self.modules.names_for(path), self.tracker.reads.readers(path))
+            if file_kind(path) is not None:
+                changed.update(module_names(path))
         affected = self.graph.importers_closure(changed, self.modules.project())
         old_ids = list(index.ids)
         release(index)
@@ -303,7 +309,16 @@ class Reloader:
                         "module (installed, or imported from outside the watched roots): "
                         "it cannot be reloaded in place"
                     )
+        reads = self.tracker.reads
+        for path in changes.paths():
+            for name in sorted(reads.readers(path) & reads.foreign):
+                return (
+                    f"{_show(path)} changed, and module {name}, which read it while it was "
+                    "imported, is not a project module: it cannot be reloaded in place"
+                )
         for path in changes.added:
+            if file_kind(path) is None:
+                continue
             for name in module_names(path):
                 loaded = self.modules.file_of(name)
                 if loaded is not None and loaded != path and name in sys.modules:
@@ -377,8 +392,11 @@ class Reloader:
         if self.replay is not None:
             measured = self.replay.result()
             self.replay = None
-            for name, targets in (measured or {}).items():
-                self.tracker.contributions.setdefault(name, targets)
+            if measured is not None:
+                for name, targets in measured[0].items():
+                    self.tracker.contributions.setdefault(name, targets)
+                self.tracker.reads.merge(measured[1])
+                self._track_loaded_files()
         return self.tracker.contributions
 
     def _load(self) -> TestIndex:
@@ -399,9 +417,13 @@ class Reloader:
     # -- bookkeeping ---------------------------------------------------------------------
 
     def _track_loaded_files(self) -> None:
-        """Track the directories of loaded project modules, and the files of loaded modules
-        below the roots that are not project modules (a change to those means a restart)."""
+        """Track the directories of loaded project modules, the files of loaded modules
+        below the roots that are not project modules (a change to those means a restart),
+        and the files and directories that modules read while they were imported."""
         self.modules.refresh()
+        files, dirs = self.tracker.reads.all_files(), self.tracker.reads.all_dirs()
+        self.tree.track_data(files, dirs)
+        self.watcher.watch_data(files, dirs)
         for name, path in self.modules.below_roots().items():
             if self.tree.is_tracked_file(path):
                 continue
@@ -422,6 +444,7 @@ class Reloader:
         if self.signal is None or not self.signal.usable:
             return
         wanted = set(self.tree.dirs) | {os.path.dirname(path) for path in self.tree.files}
+        wanted |= self.tree.data_watch_dirs()
         self.signal.forget(self.signal.watched - wanted)
         new = wanted - self.signal.watched
         if new:
