@@ -183,7 +183,7 @@ def _add_extension(tree: Tree) -> None:
     tree.write("shop/tests/test_native.py", NATIVE_TEST)
 
 
-CASES, LIMITS = "shop/tests/cases", "shop/limits.json"
+CASES, LIMITS, GUIDE = "shop/tests/cases", "shop/limits.json", "shop/tests/guide.txt"
 
 
 def data_scenarios() -> list[Scenario]:
@@ -213,6 +213,11 @@ def data_scenarios() -> list[Scenario]:
         ),
         Scenario("delete the data file read at import", lambda t: t.delete(LIMITS)),
         Scenario("restore it", lambda t: t.write(LIMITS, '{"max_length": 6}\n')),
+        Scenario(
+            "edit a doctest file that load_tests reads (no module imports it)",
+            lambda t: t.replace(GUIDE, "12.5", "12.0"),
+        ),
+        Scenario("fix the doctest file", lambda t: t.replace(GUIDE, "12.0", "12.5")),
     ]
 
 

@@ -11,8 +11,13 @@ events ``open`` (``open()``, ``io.open``, ``os.open``, ``pathlib.Path.open``/``r
 ``glob`` use one of the two; the same events exist in Python 3.10 to 3.13). Each event is
 credited to the innermost module being imported: the innermost ``<module>`` frame on the
 stack whose ``__spec__._initializing`` is set (true exactly while the import system executes
-that module). Ignored: events raised by the import system itself (finding and reading
-modules), files opened for writing, bytecode caches, and paths below the interpreter's
+that module). A read made during a load outside any import (a ``load_tests`` function that
+builds a ``doctest.DocFileSuite``) is credited to :data:`LOADER`: a change to it calls for a
+new discovery, which calls ``load_tests`` again, but purges no module. Ignored: the import
+system's own listings, reads of module files (sources, bytecode, extensions: tracked as
+sources anyway; the import system's ``get_data`` of other files, which ``DocFileSuite`` and
+``pkgutil.get_data`` use, counts), unittest discovery listing directories, files opened
+for writing, and paths below the interpreter's
 prefixes, ``site-packages``/``dist-packages``, testserver's own package, ``/proc``, ``/sys``
 and ``/dev``. A module that is not a project module is only recorded when it reads below a
 root (then a change to that file means a restart).
@@ -27,11 +32,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import unittest.loader
 from collections.abc import Callable, Iterable, Iterator
 
 from testserver.modulegraph import INSTALL_DIR_NAMES, PREFIXES, SERVER_DIR, is_below
+from testserver.watching import EXTENSION_SUFFIXES
 
-__all__ = ["ImportReads"]
+__all__ = ["LOADER", "ImportReads"]
+
+LOADER = ""
+"""The name reads made by a load outside any import are credited to (no module has it)."""
 
 RECORDED_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
 """Audit events that read a file or a directory listing."""
@@ -44,6 +54,13 @@ SYSTEM_DIRS = ("/proc", "/sys", "/dev")
 
 IMPORT_SYSTEM_PREFIX = "<frozen importlib"
 """Code file name of the import system's frames (finding and reading modules)."""
+
+CODE_SUFFIXES = (".py", ".pyc", *EXTENSION_SUFFIXES)
+"""Module files (the import system's, ``linecache``'s and ``inspect``'s reads): tracked as
+sources anyway."""
+
+DISCOVERY_FILE = unittest.loader.__file__
+"""unittest's discovery lists the packages it walks: the source tree tracks those."""
 
 _active: ImportReads | None = None
 """The recording in progress, if any: the switch the audit hook reads first."""
@@ -148,15 +165,19 @@ class ImportReads:
         if event == "open" and isinstance(args[2], int) and args[2] & WRITE_FLAGS:
             return
         frame = sys._getframe(3)  # _record <- _on_event <- _audit_hook <- the caller
-        if frame.f_code.co_filename.startswith(IMPORT_SYSTEM_PREFIX):
+        caller = frame.f_code.co_filename
+        raw = args[0] if args else None
+        if (caller.startswith(IMPORT_SYSTEM_PREFIX) and event != "open") or _is_code(raw):
             return
         name = _importing_module(frame)
         if name is None:
-            return
-        path = _real_path(args[0] if args else None)
+            if caller == DISCOVERY_FILE:
+                return
+            name = LOADER
+        path = _real_path(raw)
         if path is None or not _wanted(path):
             return
-        project = self.is_project(name)
+        project = name == LOADER or self.is_project(name)
         if not project and not any(is_below(path, root) for root in self.roots):
             return
         target = self.files if event == "open" else self.dirs
@@ -177,6 +198,12 @@ def _importing_module(frame: object) -> str | None:
                 return name if isinstance(name, str) else None
         frame = frame.f_back  # type: ignore[attr-defined]
     return None
+
+
+def _is_code(path: object) -> bool:
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    return isinstance(path, str) and path.endswith(CODE_SUFFIXES)
 
 
 def _real_path(path: object) -> str | None:

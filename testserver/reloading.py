@@ -74,6 +74,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from testserver.changesignal import ChangeSignal
+from testserver.importreads import LOADER
 from testserver.loading import LoadSpec, TestIndex, flatten, load
 from testserver.modulegraph import (
     SERVER_DIR,
@@ -199,8 +200,8 @@ class Reloader:
         :func:`track_startup` measured it already during that load; it is forked before the
         watcher thread starts, so no thread is running when it forks.
         """
+        startup = _adopt_startup()  # before the scan below reads every file
         self.tree.scan()
-        startup = _adopt_startup()
         if startup is not None:
             self.tracker.contributions.update(startup.contributions)
             self.tracker.reads.merge(startup.reads.export())
@@ -229,8 +230,8 @@ class Reloader:
         returned, ``index`` has been emptied (its tests released, so that stale classes can
         be collected): the caller must switch to ``report.index``.
         """
-        if self.replay is not None and self.replay.finished():
-            self._contributions()  # collect the startup replay's result, reap the child
+        if self.replay is not None:
+            self._contributions()  # wait for the startup replay: it knows the data files
         hints = self.watcher.take()
         if not (force or hints or self._scan_next or self._signalled()):
             return None  # nothing was written in a tracked directory since the last apply
@@ -268,6 +269,7 @@ class Reloader:
             changed.update(self.modules.names_for(path), self.tracker.reads.readers(path))
             if file_kind(path) is not None:
                 changed.update(module_names(path))
+        changed.discard(LOADER)  # a read of the load itself: rediscovery is enough
         affected = self.graph.importers_closure(changed, self.modules.project())
         old_ids = list(index.ids)
         release(index)
@@ -396,7 +398,8 @@ class Reloader:
                 for name, targets in measured[0].items():
                     self.tracker.contributions.setdefault(name, targets)
                 self.tracker.reads.merge(measured[1])
-                self._track_loaded_files()
+                self._track_loaded_files(late=True)
+                self._scan_next = True
         return self.tracker.contributions
 
     def _load(self) -> TestIndex:
@@ -416,13 +419,14 @@ class Reloader:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _track_loaded_files(self) -> None:
+    def _track_loaded_files(self, *, late: bool = False) -> None:
         """Track the directories of loaded project modules, the files of loaded modules
         below the roots that are not project modules (a change to those means a restart),
-        and the files and directories that modules read while they were imported."""
+        and the files and directories that modules read while they were imported (``late``:
+        measured by the replay child, so possibly changed since: reported once)."""
         self.modules.refresh()
         files, dirs = self.tracker.reads.all_files(), self.tracker.reads.all_dirs()
-        self.tree.track_data(files, dirs)
+        self.tree.track_data(files, dirs, unknown=late)
         self.watcher.watch_data(files, dirs)
         for name, path in self.modules.below_roots().items():
             if self.tree.is_tracked_file(path):

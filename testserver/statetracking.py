@@ -32,7 +32,7 @@ import time
 import types
 from collections.abc import Callable, Iterator
 
-from testserver.importreads import ImportReads
+from testserver.importreads import LOADER, ImportReads
 from testserver.modulegraph import ImportGraph, ModuleMap, namespace_of
 
 __all__ = ["Replay", "StateTracker", "spawn_replay", "state_fingerprint"]
@@ -105,6 +105,7 @@ class StateTracker:
     def tracking(self) -> Iterator[None]:
         """Track the imports made inside the ``with`` block."""
         self.executed = []
+        self.reads.reset(LOADER)  # the load runs again: what it reads is recorded anew
         sys.meta_path.insert(0, self._finder)
         self.active = True
         try:

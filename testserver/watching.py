@@ -355,9 +355,13 @@ class SourceTree:
         """Hash ``path`` now (a file we learned about after it was imported)."""
         self._hash_into(path, changes=None)
 
-    def track_data(self, files: set[str], dirs: set[str]) -> None:
+    def track_data(self, files: set[str], dirs: set[str], *, unknown: bool = False) -> None:
         """Track exactly these data files and listed directories from now on (those new to
-        us are recorded as they are now; a missing file is looked for at every poll)."""
+        us are recorded as they are now; a missing file is looked for at every poll).
+
+        ``unknown``: the new ones were read some time ago, so they may have changed since;
+        the next poll reports them as changed.
+        """
         self._initial, self._data_tracked = not self._data_tracked, True
         try:
             for path in self.data_files - files:
@@ -366,13 +370,15 @@ class SourceTree:
             for path in files - self.data_files:
                 if path not in self.files and os.path.isfile(path):
                     self._hash_into(path, changes=None)
+                    if unknown:  # as if edited after it was read: hashed and reported
+                        self.files[path] = FileState(self.files[path].key, None, False)
             self.data_files = set(files)
             for path in set(self.listings) - dirs:
                 del self.listings[path]
             for path in dirs - set(self.listings):
                 key = _stat_key(path, directory=True)
                 names = _entry_names(path) if key is not None else None
-                if key is not None and self._initial and self._suspect(key):
+                if key is not None and (unknown or (self._initial and self._suspect(key))):
                     key, names = None, frozenset({"\0unknown"})  # reported by the next poll
                 self.listings[path] = (key, key is not None and self._settled(key), names)
         finally:
