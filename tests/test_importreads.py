@@ -155,6 +155,20 @@ def test_a_module_that_is_not_a_project_module_is_recorded_below_the_roots_only(
     assert reads.foreign == {name}
 
 
+def test_a_path_that_vanished_stays_recorded_when_the_module_runs_again(tmp_path: Path) -> None:
+    cases, table = tmp_path / "cases", tmp_path / "table.txt"
+    reads = ImportReads([str(tmp_path)], lambda module: True)
+    reads.files["m"] = {str(table), str(tmp_path / "kept.txt")}
+    reads.dirs["m"] = {str(cases)}
+    (tmp_path / "kept.txt").write_text("exists: read again or not, as the module decides")
+    reads.reset("m")  # the module guards with os.path.isdir, which is not audited
+    assert reads.files["m"] == {str(table)} and reads.dirs["m"] == {str(cases)}
+    cases.mkdir()
+    table.write_text("x")
+    reads.reset("m")
+    assert "m" not in reads.files and "m" not in reads.dirs
+
+
 def test_export_and_merge_round_trip_without_overwriting() -> None:
     reads = ImportReads([], lambda module: True)
     reads.files["a"] = {"/p/a.txt"}

@@ -107,9 +107,13 @@ class ImportReads:
             _active = previous
 
     def reset(self, name: str) -> None:
-        """Forget what ``name`` read: it is being executed again."""
-        self.files.pop(name, None)
-        self.dirs.pop(name, None)
+        """Forget what ``name`` read: it is being executed again. Paths that do not exist
+        now are kept: a module that checks ``os.path.isdir`` (not audited) before listing
+        would otherwise never be told that the directory came back."""
+        for records in (self.files, self.dirs):
+            absent = {p for p in records.pop(name, ()) if not os.path.lexists(p)}
+            if absent:
+                records[name] = absent
         self.foreign.discard(name)
 
     def merge(self, other: dict[str, dict[str, list[str]]]) -> None:
