@@ -29,8 +29,13 @@ from serverproc import PROJECTS, ServerProcess, Transcript
 
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.control import RELOAD
-from testserver.wire.events import FINAL_STATUSES, Packet
 from testserver.wire.packets import decode_packets
+
+BENCH = str(Path(__file__).resolve().parent.parent / "bench")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+
+from replay_history import Outcomes, listed, outcomes  # noqa: E402  (shared with the replay)
 
 ARGS = ("discover", "-t", ".", "-s", "shop")
 ENV = {"PYTHONPATH": "vendor/site-packages", "PYTHONDONTWRITEBYTECODE": ""}
@@ -38,8 +43,6 @@ ENV = {"PYTHONPATH": "vendor/site-packages", "PYTHONDONTWRITEBYTECODE": ""}
 ``.pyc`` is planted on purpose by one scenario (another tool compiling the file)."""
 
 MIN_SCENARIOS = 30
-
-Outcomes = dict[str, tuple[str, str | None]]
 
 
 class Tree:
@@ -436,19 +439,6 @@ def scenarios() -> list[Scenario]:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def outcomes(packets: list[Packet]) -> Outcomes:
-    """Final status and parent id of every test and subtest that finished."""
-    return {
-        p.test_id: (p.status, p.parent_test_id)
-        for p in packets
-        if p.test_id is not None and p.status in FINAL_STATUSES
-    }
-
-
-def listed(packets: list[Packet]) -> list[str]:
-    return [p.test_id for p in packets if p.test_id is not None and p.status == "exists"]
 
 
 def cold(root: Path, scratch: Path) -> tuple[list[str], Outcomes]:

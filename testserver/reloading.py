@@ -52,10 +52,11 @@ server's own process state has to be right). One apply:
 
 Not detected (limits): state that the old version of a module put outside the project and
 the new version no longer puts there (an environment variable it stopped setting); side
-effects of C code; data files read at import time; what modules imported outside a reload
-(lazily by a test under ``--isolation none``) or by a non-standard loader (an import hook)
-changed at import. ``reload`` rescans and rehashes everything and rebuilds every test
-object, but reimports only what changed; restart the server for the rest.
+effects of C code; data read at import time other than through the audited ``open``,
+``os.listdir`` and ``os.scandir`` (:mod:`testserver.importreads`); what modules imported
+outside a reload (lazily by a test under ``--isolation none``) or by a non-standard loader
+(an import hook) changed at import. ``reload`` rescans and rehashes everything and rebuilds
+every test object, but reimports only what changed; restart the server for the rest.
 """
 
 from __future__ import annotations
