@@ -20,12 +20,16 @@ from pathlib import Path
 
 import pytest
 from watchdog.events import FileCreatedEvent, FileModifiedEvent
+from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from testserver.importreads import LOADER, ImportReads
 from testserver.loading import LoadSpec, TestIndex, load
 from testserver.reloading import Reloader, track_startup
-from testserver.watching import ChangeRecorder, SourceTree
+from testserver.watching import ChangeRecorder, SourceTree, Watcher
+
+WAIT = 20.0
+"""Seconds to wait for a watchdog thread to notice a write (a deadline, not a measurement)."""
 
 DATA_MODULE = """\
 import glob
@@ -230,6 +234,27 @@ def test_recorder_keeps_events_on_recorded_data_whatever_their_name(tmp_path: Pa
     recorder.dispatch(FileModifiedEvent(str(tmp_path / "table.json")))
     recorder.dispatch(FileModifiedEvent(str(tmp_path / "other.json")))
     assert recorder.take() == {cases + "/new.yaml", str(tmp_path / "table.json")}
+
+
+@pytest.mark.parametrize("make_observer", [lambda: PollingObserver(timeout=0.05), Observer])
+def test_watcher_watches_data_directories_outside_the_roots(tmp_path: Path, make_observer) -> None:
+    root, data = tmp_path / "root", tmp_path / "data"
+    root.mkdir()
+    data.mkdir()
+    watcher = Watcher([str(root)], observer=make_observer())
+    assert watcher.start() is None
+    try:
+        watcher.watch_data(set(), {real(data)})
+        target = data / "new.yaml"
+        target.write_text("x")
+        seen: set[str] = set()
+        deadline = time.monotonic() + WAIT
+        while real(target) not in seen and time.monotonic() < deadline:
+            seen.update(os.path.realpath(p) for p in watcher.take())
+            time.sleep(0.02)
+        assert real(target) in seen
+    finally:
+        watcher.close()
 
 
 # ---------------------------------------------------------------------------------------------
