@@ -92,6 +92,9 @@ class ImportReads:
         self.foreign: set[str] = set()
         """Recorded modules that were not project modules (cannot be reloaded in place)."""
         self._busy = False
+        self._real: dict[object, str | None] = {}
+        """Path argument -> real path, for one recording (a directory listed by every module
+        is resolved once)."""
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
@@ -101,10 +104,12 @@ class ImportReads:
             sys.addaudithook(_audit_hook)
             _installed = True
         previous, _active = _active, self
+        self._real.clear()
         try:
             yield
         finally:
             _active = previous
+            self._real.clear()
 
     def reset(self, name: str) -> None:
         """Forget what ``name`` read: it is being executed again. Paths that do not exist
@@ -178,7 +183,12 @@ class ImportReads:
             if caller == DISCOVERY_FILE:
                 return
             name = LOADER
-        path = _real_path(raw)
+        try:
+            path = self._real[raw]
+        except (KeyError, TypeError):
+            path = _real_path(raw)
+            if isinstance(raw, (str, bytes)):
+                self._real[raw] = path
         if path is None or not _wanted(path):
             return
         project = name == LOADER or self.is_project(name)
