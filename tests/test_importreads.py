@@ -12,6 +12,7 @@ import importlib
 import os
 import shutil
 import sys
+import threading
 import time
 import unittest
 import uuid
@@ -157,6 +158,16 @@ def test_a_module_that_is_not_a_project_module_is_recorded_below_the_roots_only(
         outside.unlink()
     assert reads.files == {name: {real(root / "inside.txt")}}
     assert reads.foreign == {name}
+
+
+def test_other_threads_are_not_recorded(tmp_path: Path) -> None:
+    reads = ImportReads([str(tmp_path)], lambda module: True)
+    with reads.recording():
+        scanner = threading.Thread(target=os.listdir, args=(str(tmp_path),))  # an observer
+        scanner.start()
+        scanner.join()
+        os.listdir(tmp_path)  # this thread, outside any import: the load's own read
+    assert reads.dirs == {LOADER: {real(tmp_path)}}
 
 
 def test_a_path_that_vanished_stays_recorded_when_the_module_runs_again(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ import contextlib
 import os
 import sys
 import unittest.loader
+from _thread import get_ident
 from collections.abc import Callable, Iterable, Iterator
 
 from testserver.modulegraph import INSTALL_DIR_NAMES, PREFIXES, SERVER_DIR, is_below
@@ -70,8 +71,8 @@ _installed = False
 
 def _audit_hook(event: str, args: tuple[object, ...]) -> None:
     recorder = _active
-    if recorder is None or event not in RECORDED_EVENTS:
-        return
+    if recorder is None or event not in RECORDED_EVENTS or get_ident() != recorder._thread:
+        return  # off, another event, or another thread (the watchdog observer's scans)
     recorder._on_event(event, args)
 
 
@@ -92,6 +93,8 @@ class ImportReads:
         self.foreign: set[str] = set()
         """Recorded modules that were not project modules (cannot be reloaded in place)."""
         self._busy = False
+        self._thread = 0
+        """The thread that records: the one that loads."""
         self._real: dict[object, str | None] = {}
         """Path argument -> real path, for one recording (a directory listed by every module
         is resolved once)."""
@@ -104,6 +107,7 @@ class ImportReads:
             sys.addaudithook(_audit_hook)
             _installed = True
         previous, _active = _active, self
+        self._thread = get_ident()
         self._real.clear()
         try:
             yield
