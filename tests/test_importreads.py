@@ -45,6 +45,8 @@ GLOBBED = glob.glob(os.path.join(HERE, "globbed", "*.txt"))
 TEXT = pathlib.Path(HERE, "via_pathlib.txt").read_text()
 with open(os.path.join(HERE, "out.txt"), "w") as handle:
     handle.write("output, not a source")
+with open(os.path.join(HERE, "out.txt")) as handle:  # read back: still this load's output
+    handle.read()
 with open(os.__file__) as handle:  # the standard library: never a project's data
     handle.read(1)
 try:

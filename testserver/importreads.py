@@ -17,7 +17,7 @@ new discovery, which calls ``load_tests`` again, but purges no module. Ignored: 
 system's own listings, reads of module files (sources, bytecode, extensions: tracked as
 sources anyway; the import system's ``get_data`` of other files, which ``DocFileSuite`` and
 ``pkgutil.get_data`` use, counts), unittest discovery listing directories, files opened
-for writing, and paths below the interpreter's
+for writing (and reading back what the same load wrote), and paths below the interpreter's
 prefixes, ``site-packages``/``dist-packages``, testserver's own package, ``/proc``, ``/sys``
 and ``/dev``. A module that is not a project module is only recorded when it reads below a
 root (then a change to that file means a restart).
@@ -98,6 +98,8 @@ class ImportReads:
         self._real: dict[object, str | None] = {}
         """Path argument -> real path, for one recording (a directory listed by every module
         is resolved once)."""
+        self._written: set[str] = set()
+        """Files this recording's load opened for writing: never its inputs."""
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
@@ -109,11 +111,13 @@ class ImportReads:
         previous, _active = _active, self
         self._thread = get_ident()
         self._real.clear()
+        self._written.clear()
         try:
             yield
         finally:
             _active = previous
             self._real.clear()
+            self._written.clear()
 
     def reset(self, name: str) -> None:
         """Forget what ``name`` read: it is being executed again. Paths that do not exist
@@ -175,11 +179,13 @@ class ImportReads:
             self._busy = False
 
     def _record(self, event: str, args: tuple[object, ...]) -> None:
+        raw = args[0] if args else None
         if event == "open" and isinstance(args[2], int) and args[2] & WRITE_FLAGS:
+            if (path := self._resolve(raw)) is not None:
+                self._written.add(path)  # output of this load: reading it back is no input
             return
         frame = sys._getframe(3)  # _record <- _on_event <- _audit_hook <- the caller
         caller = frame.f_code.co_filename
-        raw = args[0] if args else None
         if (caller.startswith(IMPORT_SYSTEM_PREFIX) and event != "open") or _is_code(raw):
             return
         name = _importing_module(frame)
@@ -187,13 +193,8 @@ class ImportReads:
             if caller == DISCOVERY_FILE:
                 return
             name = LOADER
-        try:
-            path = self._real[raw]
-        except (KeyError, TypeError):
-            path = _real_path(raw)
-            if isinstance(raw, (str, bytes)):
-                self._real[raw] = path
-        if path is None or not _wanted(path):
+        path = self._resolve(raw)
+        if path is None or path in self._written or not _wanted(path):
             return
         project = name == LOADER or self.is_project(name)
         if not project and not any(is_below(path, root) for root in self.roots):
@@ -202,6 +203,15 @@ class ImportReads:
         target.setdefault(name, set()).add(path)
         if not project:
             self.foreign.add(name)
+
+    def _resolve(self, raw: object) -> str | None:
+        try:
+            return self._real[raw]
+        except (KeyError, TypeError):
+            path = _real_path(raw)
+            if isinstance(raw, (str, bytes)):
+                self._real[raw] = path
+            return path
 
 
 def _importing_module(frame: object) -> str | None:
