@@ -9,7 +9,8 @@ commit stays up. At each commit the warm server's ``list-tests`` ids (in order) 
 outcomes of a full ``run-tests`` (final status and parent id per test and subtest) are
 compared with those of a fresh ``python -m testserver LOADING... --list`` and ``python -m
 testserver LOADING...`` run on the same tree, each with its own empty bytecode cache
-(``PYTHONPYCACHEPREFIX``). ``--prepare CMD`` runs in the tree before the server starts (e.g.
+(``PYTHONPYCACHEPREFIX``). ``--without-import-reads`` is the control arm: the warm server
+does not record the data that modules read at import. ``--prepare CMD`` runs in the tree before the server starts (e.g.
 to write a version file that a build would generate: untracked files survive checkouts).
 
 Prints one line per commit (commit, tests, agree or DISAGREE, how the server took the change:
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import TextIO
 
 from testserver.client import Client, ClientError
+from testserver.importreads import DISABLE_VARIABLE
 from testserver.wire.commands import ListTests, RunTests
 from testserver.wire.control import RELOAD, decode_control
 from testserver.wire.events import FINAL_STATUSES, Packet
@@ -196,8 +198,12 @@ def replay(
     scratch: Path,
     env: dict | None = None,
     out: TextIO | None = None,
+    warm_env: dict | None = None,
 ) -> list[Row]:
-    """Replay the last ``commits`` commits of ``repo`` (see the module docstring)."""
+    """Replay the last ``commits`` commits of ``repo`` (see the module docstring).
+
+    ``warm_env``: variables set for the warm server only.
+    """
     env = dict(os.environ if env is None else env)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     tree = scratch / "tree"
@@ -206,7 +212,7 @@ def replay(
     checkout(tree, history[0])
     if prepare:
         subprocess.run(prepare, shell=True, cwd=tree, check=True)  # noqa: S602 - the user's own
-    warm = Warm(python, tree, load, env, scratch / "server-stderr.log")
+    warm = Warm(python, tree, load, dict(env, **(warm_env or {})), scratch / "server-stderr.log")
     rows: list[Row] = []
     try:
         for number, commit in enumerate(history, 1):
@@ -282,6 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="interpreter for both sides")
     parser.add_argument("--prepare", help="shell command run in the tree before the server starts")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--without-import-reads",
+        action="store_true",
+        help="control arm: the warm server does not record data read at import",
+    )
     args = parser.parse_args(own)
     scratch = Path(tempfile.mkdtemp(prefix="replay-"))
     print(f"replaying {args.repo} into {scratch / 'tree'}: {shlex.join(load)}")
@@ -295,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepare=args.prepare,
             scratch=scratch,
             out=sys.stdout,
+            warm_env={DISABLE_VARIABLE: "1"} if args.without_import_reads else None,
         )
     finally:
         if not args.keep:

@@ -162,6 +162,16 @@ def test_a_module_that_is_not_a_project_module_is_recorded_below_the_roots_only(
     assert reads.foreign == {name}
 
 
+def test_the_environment_variable_turns_recording_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TESTSERVER_NO_IMPORT_READS", "1")
+    reads = ImportReads([str(tmp_path)], lambda module: True)
+    with reads.recording():
+        os.listdir(tmp_path)
+    assert reads.dirs == {}
+
+
 def test_other_threads_are_not_recorded(tmp_path: Path) -> None:
     reads = ImportReads([str(tmp_path)], lambda module: True)
     with reads.recording():

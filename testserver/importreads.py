@@ -63,6 +63,10 @@ sources anyway."""
 DISCOVERY_FILE = unittest.loader.__file__
 """unittest's discovery lists the packages it walks: the source tree tracks those."""
 
+DISABLE_VARIABLE = "TESTSERVER_NO_IMPORT_READS"
+"""Set to a non-empty value in the server's environment, nothing is recorded and no hook is
+installed: an escape hatch, and the control arm of ``bench/replay_history.py``."""
+
 _active: ImportReads | None = None
 """The recording in progress, if any: the switch the audit hook reads first."""
 
@@ -105,6 +109,9 @@ class ImportReads:
     def recording(self) -> Iterator[None]:
         """Record the reads of the imports made inside the ``with`` block."""
         global _active, _installed
+        if os.environ.get(DISABLE_VARIABLE):
+            yield
+            return
         if not _installed:
             sys.addaudithook(_audit_hook)
             _installed = True
