@@ -10,8 +10,9 @@ outcomes of a full ``run-tests`` (final status and parent id per test and subtes
 compared with those of a fresh ``python -m testserver LOADING... --list`` and ``python -m
 testserver LOADING...`` run on the same tree, each with its own empty bytecode cache
 (``PYTHONPYCACHEPREFIX``). ``--without-import-reads`` is the control arm: the warm server
-does not record the data that modules read at import. ``--prepare CMD`` runs in the tree before the server starts (e.g.
-to write a version file that a build would generate: untracked files survive checkouts).
+does not record the data that modules read at import. ``--prepare CMD`` runs in the tree
+before the server starts (e.g. to write a version file that a build would generate:
+untracked files survive checkouts).
 
 Prints one line per commit (commit, tests, agree or DISAGREE, how the server took the change:
 no reload, in place, or restart, and seconds spent by the warm and the cold runs), the reason
