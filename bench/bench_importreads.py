@@ -1,6 +1,6 @@
 """What recording the data read at import time costs (``testserver.importreads``).
 
-    python bench/bench_importreads.py [--events N] [--modules N] [--repeats N]
+    python bench/bench_importreads.py [--quick] [--events N] [--modules N] [--repeats N]
 
 Two measurements, each side by side in this one run (compare the ratios, not the times):
 
@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--modules", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="2,000 calls, 100 modules, 3 runs")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.modules, args.repeats = 2_000, 100, 3
     with tempfile.TemporaryDirectory(prefix="bench-importreads-") as scratch:
         hook_off_cost(args.events, Path(scratch))
         load_cost(args.modules, args.repeats, Path(scratch))
