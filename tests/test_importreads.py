@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverproc import ServerProcess, subunit_events
 from watchdog.events import FileCreatedEvent, FileModifiedEvent
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
@@ -28,6 +29,8 @@ from testserver.importreads import LOADER, ImportReads
 from testserver.loading import LoadSpec, TestIndex, load
 from testserver.reloading import Reloader, track_startup
 from testserver.watching import ChangeRecorder, SourceTree, Watcher
+from testserver.wire.commands import ListTests
+from testserver.wire.control import RELOAD
 
 WAIT = 20.0
 """Seconds to wait for a watchdog thread to notice a write (a deadline, not a measurement)."""
@@ -393,3 +396,59 @@ def test_data_read_by_a_module_that_is_not_a_project_module_means_a_restart(
             sys.modules.pop(name, None)
         while str(tmp_path) in sys.path:
             sys.path.remove(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Through a real --serve process
+
+
+@pytest.mark.parametrize("options", [(), ("--poll",)], ids=["inotify", "poll"])
+def test_a_served_data_directory_is_followed(tmp_path: Path, options: tuple[str, ...]) -> None:
+    package = tmp_path / "proj"
+    (package / "cases").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "test_cases.py").write_text(CASES_TEST)
+    (package / "cases" / "one.txt").write_text("1")
+    old = time.time_ns() - 3600 * 10**9
+    for path in tmp_path.rglob("*"):
+        os.utime(path, ns=(old, old))
+    server = ServerProcess(tmp_path, "discover", "-t", ".", "-s", "proj", *options)
+    count = iter(range(1, 100))
+
+    def listing() -> tuple[list[str], list[dict]]:
+        transcript = server.request(ListTests(f"l{next(count)}"))
+        assert subunit_events(transcript.raw)  # the stream parses whole with python-subunit
+        ids = [p.test_id.rpartition(".")[2] for p in transcript.packets if p.status == "exists"]
+        return ids, transcript.controls(RELOAD)
+
+    try:
+        assert listing() == (["test_one"], [])
+        (package / "cases" / "two.txt").write_text("2")
+        ids, reloads = listing()
+        assert ids == ["test_one", "test_two"]
+        assert reloads[0]["changed"] == [real(package / "cases")]
+        assert reloads[0]["reloaded"] == ["proj.test_cases"]
+        shutil.rmtree(package / "cases")
+        assert listing()[0] == []
+        (package / "cases").mkdir()
+        (package / "cases" / "three.txt").write_text("3")
+        assert listing()[0] == ["test_three"]
+    finally:
+        server.kill()
+
+
+def test_without_the_recording_a_served_data_directory_is_not_followed(tmp_path: Path) -> None:
+    """The control arm: the test above fails when nothing is recorded."""
+    package = tmp_path / "proj"
+    (package / "cases").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "test_cases.py").write_text(CASES_TEST)
+    env = {"TESTSERVER_NO_IMPORT_READS": "1"}
+    server = ServerProcess(tmp_path, "discover", "-t", ".", "-s", "proj", "--poll", env=env)
+    try:
+        server.request(ListTests("l1"))
+        (package / "cases" / "two.txt").write_text("2")
+        transcript = server.request(ListTests("l2"))
+        assert not [p for p in transcript.packets if p.status == "exists"]
+    finally:
+        server.kill()
