@@ -268,9 +268,9 @@ def test_watcher_watches_data_directories_outside_the_roots(tmp_path: Path, make
     root.mkdir()
     data.mkdir()
     watcher = Watcher([str(root)], observer=make_observer())
+    watcher.watch_data(set(), {real(data)})  # known before the start, as at server startup
     assert watcher.start() is None
     try:
-        watcher.watch_data(set(), {real(data)})
         target = data / "new.yaml"
         target.write_text("x")
         seen: set[str] = set()

@@ -196,6 +196,7 @@ class Watcher:
         self.error: str | None = None
         self._started = False
         self._extra: set[str] = set()
+        self._data_dirs: set[str] = set()
 
     def start(self) -> str | None:
         """Schedule every root and start the observer; return why that failed, or ``None``.
@@ -209,6 +210,7 @@ class Watcher:
                 self.observer.schedule(self.recorder, root, recursive=True)
             self.observer.start()
             self._started = True
+            self._schedule_data()
         except Exception as error:  # noqa: BLE001 - any watchdog failure only costs latency
             self.error = f"file watching is off ({type(error).__name__}: {error})"
             self._stop()
@@ -223,10 +225,12 @@ class Watcher:
         directories holding them that lie outside the roots (those not watched yet)."""
         files, dirs = set(files), set(dirs)
         self.recorder.data = frozenset(files | dirs)
-        if not self._started:
-            return
-        wanted = {os.path.dirname(p) for p in files | dirs} | dirs
-        for path in sorted(wanted - self._extra):
+        self._data_dirs = {os.path.dirname(p) for p in files | dirs} | dirs
+        if self._started:
+            self._schedule_data()
+
+    def _schedule_data(self) -> None:
+        for path in sorted(self._data_dirs - self._extra):
             if any(path == r or path.startswith(r + os.sep) for r in self.roots):
                 continue
             if not os.path.isdir(path):
