@@ -570,6 +570,25 @@ def test_an_object_held_outside_the_project_means_a_restart(
         sys.modules.pop(f"{project.name}_lib", None)
 
 
+def test_a_project_module_kept_by_an_installed_module_is_named_in_the_restart(
+    project: Project, tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib" / "site-packages" / f"{project.name}_lib.py"
+    write(lib, "import PKG.helper\n\nHELPER = PKG.helper\n".replace("PKG", project.name))
+    sys.path.insert(0, str(lib.parent))
+    try:
+        project.write("test_lib.py", module_source("L", imports="import PKG_lib  # noqa"))
+        index = project.load()
+        project.write("helper.py", (project.package / "helper.py").read_text() + "# edited\n")
+        report = project.reloader.apply(index)
+        assert report.restart is not None
+        assert f"the old module {project.name}.helper" in report.restart
+        assert f"the global 'HELPER' of module {project.name}_lib" in report.restart
+    finally:
+        sys.path.remove(str(lib.parent))
+        sys.modules.pop(f"{project.name}_lib", None)
+
+
 def test_changing_the_environment_at_import_means_a_restart(project: Project) -> None:
     project.write(
         "envy.py",
