@@ -74,6 +74,9 @@ NONE = "none"
 
 MODES = ("one-shot", "serve", "serve-2")
 
+SHOWN = 25
+"""Disagreements printed per suite and mode; the JSON result has them all."""
+
 
 class Collector(testtools.StreamResult):
     """Keeps each test id's last final status and the start of its traceback."""
@@ -180,6 +183,8 @@ class Disagreement:
     reference: str
     ours: str
     mode: str
+    detail: str = ""
+    """The last line of our traceback for the test, if it has one."""
 
 
 @dataclass
@@ -211,7 +216,9 @@ def compare(name: str, reference: Observation, modes: Sequence[Observation]) -> 
     for observed in modes:
         ours = folded[observed.mode]
         wrong = [
-            Disagreement(i, ref.get(i, NONE), ours.get(i, NONE), observed.mode)
+            Disagreement(
+                i, ref.get(i, NONE), ours.get(i, NONE), observed.mode, _last_line(observed, i)
+            )
             for i in sorted(ids)
             if not _agrees(i, ref, ours, observed, scopes)
         ]
@@ -233,6 +240,11 @@ def _agrees(
         and is_not_run(observed, test_id)
         and any(test_id.startswith(scope + ".") for scope in scopes)
     )
+
+
+def _last_line(observed: Observation, test_id: str) -> str:
+    lines = observed.tracebacks.get(test_id, "").strip().splitlines()
+    return lines[-1][:200] if lines else ""
 
 
 def _listing(reference: frozenset[str], observed: Observation) -> list[Disagreement]:
@@ -342,25 +354,37 @@ def run_suite(
 def render(results: Iterable[Comparison]) -> str:
     """The per-suite table, then every disagreement."""
     results = list(results)
-    head = f"{'suite':<22}{'tests':>7}" + "".join(f"{m + ' ok/bad':>18}" for m in MODES)
+    head = f"{'suite':<24}{'tests':>7}" + "".join(f"{m + ' ok/bad':>18}" for m in MODES)
     lines = [head, "-" * len(head)]
     for r in results:
         cells = "".join(f"{f'{r.agree.get(m, 0)}/{r.disagree(m)}':>18}" for m in MODES)
-        lines.append(f"{r.name:<22}{r.tests:>7}{cells}")
+        lines.append(f"{r.name:<24}{r.tests:>7}{cells}")
     total = sum(r.tests for r in results)
     cells = "".join(
         f"{f'{sum(r.agree.get(m, 0) for r in results)}/{sum(r.disagree(m) for r in results)}':>18}"
         for m in MODES
     )
-    lines += ["-" * len(head), f"{'total':<22}{total:>7}{cells}", ""]
+    lines += ["-" * len(head), f"{'total':<24}{total:>7}{cells}", ""]
     lines.append("exits and times (s): reference | one-shot | serve | serve-2")
     for r in results:
         parts = [f"{o.exit} {o.seconds:.1f}" for o in (r.reference, *r.modes)]
-        lines.append(f"  {r.name:<20} " + " | ".join(parts))
+        lines.append(f"  {r.name:<22} " + " | ".join(parts))
     lines.append("")
     for r in results:
-        for d in r.disagreements:
-            lines.append(
-                f"DISAGREE {r.name}: {d.test_id}: reference {d.reference}, ours {d.ours} ({d.mode})"
-            )
+        for mode in MODES:
+            lines += _disagreement_lines(r, mode)
     return "\n".join(lines)
+
+
+def _disagreement_lines(result: Comparison, mode: str) -> list[str]:
+    found = [d for d in result.disagreements if d.mode == mode]
+    lines = []
+    for d in found[:SHOWN]:
+        lines.append(
+            f"DISAGREE {result.name}: {d.test_id}: reference {d.reference}, ours {d.ours} ({mode})"
+        )
+        if d.detail:
+            lines.append(f"    {d.detail}")
+    if len(found) > SHOWN:
+        lines.append(f"DISAGREE {result.name}: ... and {len(found) - SHOWN} more ({mode})")
+    return lines

@@ -29,12 +29,15 @@ SUBSET = {
         f"{UNITTEST}.{name}" for name in ("test_case", "test_skipping", "test_setups")
     ),
     "cpython-unittest-break": (f"{UNITTEST}.test_break",),
+    "cpython-threadsignals": ("test.test_threadsignals",),
 }
 """Suite name -> load arguments: about 600 tests, a few seconds per mode."""
 
 KNOWN = {
     "cpython-unittest-break": "issue 10, item 1: a test's own SIGINT is taken as cancel, "
     "so the batch stops (the fix is under way on main)",
+    "cpython-threadsignals": "a test that signals the pid which imported its module (the "
+    "server, not the worker) kills the one-shot process and the warm server",
 }
 """Suites that disagree because of a known testserver bug, marked as expected failures."""
 
