@@ -45,6 +45,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -258,33 +259,38 @@ def _listing(reference: frozenset[str], observed: Observation) -> list[Disagreem
     return only_ref + only_ours
 
 
-def _python_m(python: str, cwd: Path, argv: Sequence[str], timeout: float) -> tuple[bytes, str]:
-    """Run ``python ARGV`` with stdin closed; return stdout and the exit (or ``timeout``)."""
-    proc = subprocess.Popen(
-        [python, *argv],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return out, str(proc.returncode)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, _ = proc.communicate()
-        return out, f"timeout {timeout:g}s"
+def _python_m(
+    python: str, cwd: Path, argv: Sequence[str], timeout: float, stderr: Path
+) -> tuple[bytes, str]:
+    """Run ``python ARGV`` with stdin closed, stderr to ``stderr``, in a session of its own;
+    return stdout and the exit status (or ``timeout``, after killing the session)."""
+    with stderr.open("ab") as errors:
+        proc = subprocess.Popen(
+            [python, *argv],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            return out, str(proc.returncode)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            return out, f"timeout {timeout:g}s"
 
 
 def observe_cli(
-    mode: str, python: str, cwd: Path, module_argv: Sequence[str], timeout: float
+    mode: str, python: str, cwd: Path, module_argv: Sequence[str], timeout: float, stderr: Path
 ) -> Observation:
     """List then run with ``python -m ...`` (subunit.run or testserver one-shot)."""
     observed = Observation(mode)
     start = time.perf_counter()
-    list_out, _ = _python_m(python, cwd, [*module_argv, "--list"], timeout)
-    run_out, observed.exit = _python_m(python, cwd, module_argv, timeout)
+    stderr.unlink(missing_ok=True)
+    list_out, _ = _python_m(python, cwd, [*module_argv, "--list"], timeout, stderr)
+    run_out, observed.exit = _python_m(python, cwd, module_argv, timeout, stderr)
     observed.seconds = time.perf_counter() - start
     strict = mode != "subunit.run"
     try:
@@ -345,8 +351,22 @@ def run_suite(
 ) -> Comparison:
     """Run one suite the four ways and compare them."""
     ours = ["--timeout", f"{test_timeout:g}", *args]
-    reference = observe_cli("subunit.run", python, cwd, ["-m", "subunit.run", *args], timeout)
-    oneshot = observe_cli("one-shot", python, cwd, ["-m", "testserver", *ours], timeout)
+    reference = observe_cli(
+        "subunit.run",
+        python,
+        cwd,
+        ["-m", "subunit.run", *args],
+        timeout,
+        logs / f"{name}.ref.stderr",
+    )
+    oneshot = observe_cli(
+        "one-shot",
+        python,
+        cwd,
+        ["-m", "testserver", *ours],
+        timeout,
+        logs / f"{name}.oneshot.stderr",
+    )
     serve = observe_serve(python, cwd, ours, timeout, logs / f"{name}.serve.stderr")
     return compare(name, reference, [oneshot, *serve])
 
