@@ -37,6 +37,7 @@ EXPECTED = {
     "hostile.test_signals.OwnSignals.test_e_unittest_install_handler": "success",
     "hostile.test_signals.OwnSignals.test_f_sigalrm_own_handler": "success",
     "hostile.test_signals.OwnSignals.test_g_sigterm_kills_the_process": "fail",
+    "hostile.test_signals.OwnSignals.test_g2_signal_to_the_import_time_pid": "success",
     "hostile.test_signals.OwnSignals.test_h_after_signals": "success",
     "hostile.test_process.EndsItsProcess.test_a_os_exit": "fail",
     "hostile.test_process.EndsItsProcess.test_b_segfault": "fail",

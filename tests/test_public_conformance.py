@@ -33,22 +33,9 @@ SUBSET = {
 }
 """Suite name -> load arguments: about 600 tests, a few seconds per mode."""
 
-KNOWN = {
-    "cpython-unittest-break": "issue 10, item 1: a test's own SIGINT is taken as cancel, "
-    "so the batch stops (the fix is under way on main)",
-    "cpython-threadsignals": "a test that signals the pid which imported its module (the "
-    "server, not the worker) kills the one-shot process and the warm server",
-}
-"""Suites that disagree because of a known testserver bug, marked as expected failures."""
-
 
 def _cases() -> list:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN[name], strict=False))
-        if name in KNOWN
-        else name
-        for name in sorted(SUBSET)
-    ]
+    return sorted(SUBSET)
 
 
 SUITE_TIMEOUT = 120.0
@@ -67,7 +54,7 @@ def test_public_suite_agrees_in_every_mode(name: str, tmp_path: Path) -> None:
         logs=tmp_path,
     )
     assert not result.disagreements, render([result])
-    assert len(result.reference.statuses) >= 20, "the reference ran almost nothing"
+    assert len(result.reference.statuses) >= 5, "the reference ran almost nothing"
     for observed in result.modes:
         assert len(observed.statuses) >= len(result.reference.statuses), observed.mode
 

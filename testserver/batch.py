@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from testserver import reaping
 from testserver.capture import OutputCapture
 from testserver.execution import run_tests
 from testserver.results import TRACEBACK_MIME, output_packets
@@ -267,6 +268,10 @@ class BatchRun:
             self._worker.cancel()
             self._cancel_deadline = self.clock() + CANCEL_GRACE_SECONDS
 
+    def worker_pid(self) -> int | None:
+        """The pid of the worker running the batch now, if any."""
+        return None if self._worker is None else self._worker.pid
+
     def send_stdin(self, data: bytes) -> None:
         """Queue ``data`` for the running test's stdin; empty ``data`` means end of input."""
         if data:
@@ -443,10 +448,12 @@ def run_in_process(
         tracking_write, subtests=subtests, subunit_version=subunit_version, capture=capture
     )
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    forwarded = {n: signal.signal(n, signal.SIG_DFL) for n in reaping.FORWARDED_SIGNALS}
     try:
         run_tests(found, result, should_stop=should_stop, on_interrupt=on_interrupt)
     finally:
         signal.signal(signal.SIGINT, previous)
+        reaping.restore_handlers(forwarded)
     outcome.ran = sum(outcome.outcomes.values())
     outcome.not_run = never_finished([test_id for test_id, _ in found], finished)
     return outcome
