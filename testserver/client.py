@@ -81,12 +81,17 @@ class Run:
         self.complete: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[Packet]:
+        for packet, _ in self.events():
+            yield packet
+
+    def events(self) -> Iterator[tuple[Packet, Received]]:
+        """Each packet before this run's completion, with what the session makes of it."""
         while self.complete is None:
             packet, received = self.client.receive()
             if isinstance(received, Completed) and received.command.id == self.id:
                 self.complete = received.body
                 return
-            yield packet
+            yield packet, received
 
     def cancel(self) -> None:
         """Ask the server to cancel this run (safe from another thread)."""

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testserver.client import Client, ClientError
-from testserver.wire.control import COMPLETE, STDIN_WANTED, decode_control
+from testserver.wire.clientsession import ControlReceived, StreamPacket
+from testserver.wire.control import STDIN_WANTED
 from testserver.wire.events import Packet
 
 PROGRESS = {"success": ".", "fail": "F", "skip": "s", "xfail": "x", "uxsuccess": "u"}
@@ -379,16 +380,16 @@ def drive(
     began = time.perf_counter()
     run = client.run(test_ids)
     with _Interrupts(client, cancel_on_interrupt) as guard:
-        for packet in run:
-            control = decode_control(packet)
-            if control is None:
+        for packet, received in run.events():
+            if isinstance(received, StreamPacket):
                 renderer.packet(packet)
                 for item in assembler.feed(packet):
                     _dispatch(item, renderer, tally)
-            elif control[0] == STDIN_WANTED:
-                client.send_stdin(b"")
-            elif control[0] != COMPLETE:  # other commands' completions (our stdin's) aside
-                renderer.control(*control)
+            elif isinstance(received, ControlReceived):
+                if received.name == STDIN_WANTED:
+                    client.send_stdin(b"")
+                else:
+                    renderer.control(received.name, received.body)
     tally.complete = run.complete or {}
     tally.interrupted = guard.count > 0
     tally.elapsed = time.perf_counter() - began
