@@ -72,6 +72,7 @@ from testserver.wire.commands import ListTests, RunTests
 from testserver.wire.control import COMPLETE, RELOAD, encode_control
 from testserver.wire.events import Packet
 from testserver.wire.packets import encode_packet, encode_status, file_packets
+from testserver.wire.synthetic import TEXT_MIME, failing_test
 
 MAX_REQUEST = 64 << 20
 """Largest request line: 64 MiB holds a ``--load-list`` of a few hundred thousand ids."""
@@ -87,8 +88,6 @@ CANCEL_TIMEOUT = 30.0
 
 TICK = 1.0
 """The main loop wakes up at least this often to check the idle timeout."""
-
-TEXT_MIME = "text/plain;charset=utf8"
 
 FAILED_IMPORT_PREFIX = "unittest.loader._FailedTest."
 """Ids unittest gives the tests standing for modules that failed to import."""
@@ -422,10 +421,7 @@ class Session:
 
     def _fail(self, reason: str) -> None:
         """End the stream with a failing test ``testserver.daemon`` carrying ``reason``."""
-        test_id = shim.ERROR_TEST_ID
-        self.out.append(encode_status(test_id, "inprogress"))
-        self.out += file_packets("traceback", reason.encode(), test_id=test_id, mime_type=TEXT_MIME)
-        self.out.append(encode_status(test_id, "fail"))
+        self.out += failing_test(shim.ERROR_TEST_ID, reason)
         self._finish({"exit": 1})
 
     def _finish(self, body: dict[str, Any]) -> None:

@@ -467,21 +467,13 @@ def relay(sock: socket.socket, stdout_fd: int = 1) -> tuple[int, dict | None, bo
 
 def lost_stream(reason: str) -> bytes:
     """A failing test that says the daemon went away (only built on that error path)."""
-    from testserver.wire.packets import encode_status, file_packets
+    from testserver.wire.synthetic import failing_test
 
     text = (
         f"testserver-client: {reason}. Tests of this run that were not reported did not run. "
         "Run again; the daemon's log (`testserver daemon status` shows where) may say why."
-    ).encode()
-    return b"".join(
-        [
-            encode_status(ERROR_TEST_ID, "inprogress"),
-            *file_packets(
-                "traceback", text, test_id=ERROR_TEST_ID, mime_type="text/plain;charset=utf8"
-            ),
-            encode_status(ERROR_TEST_ID, "fail"),
-        ]
     )
+    return b"".join(failing_test(ERROR_TEST_ID, text))
 
 
 def _say(message: str) -> None:
