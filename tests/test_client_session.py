@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from testserver.client import Client, ServerClosed
 from testserver.wire.clientsession import (
     CLIENT_TRANSITIONS,
     ClientEvent,
@@ -178,3 +180,31 @@ def test_a_real_stream_completes_each_command_once(kinds: list[str], data: st.Da
     assert completed == commands
     assert all(test_id == f"t.{owner}" for test_id, owner in owners)
     assert session.receive_end_of_stream() == []
+
+
+# -- the library's Client drives a ClientSession against a real server ---------------------
+
+
+def test_the_client_library_keeps_its_session_in_step_with_a_real_server():
+    project = Path(__file__).parent / "projects" / "cli_demo"
+    client = Client.spawn(["-t", ".", "-s", "cdemo"], cwd=project)
+    try:
+        assert client.session.state is ClientState.OPEN and client.hello == client.session.hello
+        ids = client.list()
+        run = client.run(ids[:2])
+        packets = list(run)
+        assert run.complete is not None and run.complete["id"] == run.id
+        assert {p.test_id for p in packets if p.is_final} >= set(ids[:2])
+        assert client.session.outstanding == {}
+        quit_command = Quit(client.new_id())
+        client.send(quit_command)
+        assert list(client.session.outstanding) == [quit_command.id]
+        with pytest.raises(ServerClosed):
+            while True:
+                client.next_packet()
+        assert client.session.state is ClientState.CLOSED
+        assert client.session.outstanding == {}
+        with pytest.raises(ServerClosed):
+            client.cancel()
+    finally:
+        client.close()

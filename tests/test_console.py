@@ -389,3 +389,11 @@ def test_sigint_to_the_command_alone_cancels_through_the_protocol():
     slow = events[-2]
     assert (slow["test_id"], slow["status"]) == ("cslow.test_slow.Slow.test_b_sleeps", "fail")
     assert "cancelled" in slow["attachments"]["traceback"]
+
+
+def test_select_a_dotted_prefix_is_tried_before_a_substring():
+    ids = ["p.m.A.test_a", "p.mod.B.test_b", "unittest.loader._FailedTest.p.broken"]
+    assert select(ids, ["p.m"]) == (["p.m.A.test_a"], [])  # not p.mod, as a substring would
+    assert select(ids, ["p.broken.T"]) == ([ids[2]], [])  # the stand-in of its module
+    assert select(ids, ["p"]) == (ids[:2] + [ids[2]], [])
+    assert select(ids, ["od.B"]) == (["p.mod.B.test_b"], [])  # no prefix hit: a substring

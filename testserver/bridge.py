@@ -57,8 +57,9 @@ from testserver.console import (
 )
 from testserver.jsonout import JsonRenderer, Locator
 from testserver.runmodel import Assembler, Outcome, Started, Tally
+from testserver.wire.clientsession import Completed, ControlReceived, StreamPacket
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
-from testserver.wire.control import COMPLETE, HELLO, STDIN_WANTED, decode_control
+from testserver.wire.control import STDIN_WANTED
 from testserver.wire.events import Packet
 
 IMMEDIATE = frozenset({"stdin", "cancel"})
@@ -376,21 +377,21 @@ class Bridge:
         assembler = Assembler()
         while True:
             try:
-                packet = client.next_packet()
+                received = client.receive()[1]
             except ClientError as error:
                 self._server_gone(client, error)
                 return
-            control = decode_control(packet)
-            if control is None:
-                self._on_stream(packet, assembler)
-            elif control[0] == COMPLETE:
-                self._on_complete(control[1])
-            elif control[0] == STDIN_WANTED:
-                self._on_stdin_wanted(control[1])
-            elif control[0] == HELLO:  # the server restarted itself: nothing to do
-                client.hello = control[1]
-            else:
-                self.renderer.control(*control)
+            if isinstance(received, StreamPacket):
+                self._on_stream(received.packet, assembler)
+            elif isinstance(received, Completed):
+                self._on_complete(received.body)
+            elif isinstance(received, ControlReceived):
+                if received.name == STDIN_WANTED:
+                    self._on_stdin_wanted(received.body)
+                else:
+                    self.renderer.control(received.name, received.body)
+            # a hello (the server restarted itself: the client keeps it) or a stray
+            # completion (of no command of ours) needs nothing
 
     def _on_stream(self, packet: Packet, assembler: Assembler) -> None:
         if packet.status == "exists" and packet.test_id:

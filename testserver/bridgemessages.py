@@ -1,21 +1,20 @@
 """The bridge's own messages: editor command lines parsed, selectors resolved, ``ready``.
 
 :func:`parse_request` turns one line of JSON from the editor into a :class:`Request` or
-raises :class:`BadRequest` (reported as an ``error`` event); :func:`select_tests` resolves
-the ``tests`` selectors of ``run`` and ``list``; :func:`ready_fields` builds the ``ready``
-event from the server's hello. ``spec/json-output.md`` section 6 is the normative text;
-:mod:`testserver.bridge` does the I/O.
+raises :class:`BadRequest` (reported as an ``error`` event); :func:`select_tests` (that is
+``runmodel.select``, the selection rule of every client) resolves the ``tests`` selectors of
+``run`` and ``list``; :func:`ready_fields` builds the ``ready`` event from the server's hello.
+``spec/json-output.md`` section 6 is the normative text; :mod:`testserver.bridge` does the
+I/O.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from testserver.jsonout import FAILED_TEST_PREFIX
-from testserver.runmodel import select
+from testserver.runmodel import select as select_tests  # the one selection rule
 
 __all__ = ["COMMANDS", "BadRequest", "Request", "parse_request", "ready_fields", "select_tests"]
 
@@ -69,37 +68,6 @@ def parse_request(line: bytes) -> Request:
     if not isinstance(interactive, bool):
         raise BadRequest("bad-command", '"input" must be true or false', request_id)
     return Request(command, request_id, tuple(t.strip() for t in tests), data, interactive)
-
-
-def select_tests(ids: Sequence[str], selectors: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(selected ids in load order, selectors that matched nothing)``; none selects all.
-
-    A selector is an exact test id; else a dotted prefix (a module or class: every test
-    below it, and the import-failure stand-in of the module it names or lies in); else a
-    pattern as in unittest's ``-k``.
-    """
-    if not selectors:
-        return list(ids), []
-    known = set(ids)
-    failed = {i[len(FAILED_TEST_PREFIX) :]: i for i in ids if i.startswith(FAILED_TEST_PREFIX)}
-    chosen: set[str] = set()
-    unmatched = []
-    for selector in selectors:
-        prefix = selector + "."
-        if selector in known:
-            hits = {selector}
-        else:
-            hits = {i for i in ids if i.startswith(prefix)}
-            hits |= {
-                stand_in
-                for module, stand_in in failed.items()
-                if module.startswith(prefix) or f"{selector}.".startswith(f"{module}.")
-            }
-            hits = hits or set(select(ids, [selector])[0])
-        if not hits:
-            unmatched.append(selector)
-        chosen |= hits
-    return [test_id for test_id in ids if test_id in chosen], unmatched
 
 
 def ready_fields(hello: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ process starts fast.
 
 from __future__ import annotations
 
-import itertools
 import os
 import select
 import subprocess
@@ -24,11 +23,16 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from testserver.wire.clientsession import (
+    ClientSession,
+    ClientState,
+    Completed,
+    HelloReceived,
+    Received,
+)
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
-from testserver.wire.control import COMPLETE, HELLO, decode_control
-from testserver.wire.errors import PacketError
+from testserver.wire.errors import PacketError, RemoteProtocolError
 from testserver.wire.events import Packet
-from testserver.wire.framing import encode_command
 from testserver.wire.packets import PacketDecoder
 from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA
 
@@ -68,14 +72,6 @@ class ProtocolViolation(ClientError):
     """The server's output is not a valid subunit stream."""
 
 
-def completion_of(packet: Packet, command_id: str) -> dict[str, Any] | None:
-    """The body of ``packet`` if it is the ``testserver.complete`` of ``command_id``."""
-    control = decode_control(packet)
-    if control is None or control[0] != COMPLETE or control[1].get("id") != command_id:
-        return None
-    return control[1]
-
-
 class Run:
     """The packets of one ``run-tests`` as they arrive; ``complete`` is set at the end."""
 
@@ -85,13 +81,17 @@ class Run:
         self.complete: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[Packet]:
-        while self.complete is None:
-            packet = self.client.next_packet()
-            complete = completion_of(packet, self.id)
-            if complete is not None:
-                self.complete = complete
-                return
+        for packet, _ in self.events():
             yield packet
+
+    def events(self) -> Iterator[tuple[Packet, Received]]:
+        """Each packet before this run's completion, with what the session makes of it."""
+        while self.complete is None:
+            packet, received = self.client.receive()
+            if isinstance(received, Completed) and received.command.id == self.id:
+                self.complete = received.body
+                return
+            yield packet, received
 
     def cancel(self) -> None:
         """Ask the server to cancel this run (safe from another thread)."""
@@ -116,8 +116,10 @@ class Client:
         self.write_fd = write_fd
         self.process = process
         self.decoder = PacketDecoder()
-        self._ids = itertools.count(1)
+        self.session = ClientSession()
+        """The protocol session: ids, outstanding commands, routing (``wire/clientsession``)."""
         self._write_lock = threading.Lock()
+        self._session_lock = threading.Lock()
         self.hello = self._read_hello()
 
     @classmethod
@@ -152,12 +154,16 @@ class Client:
 
     def new_id(self) -> str:
         """A fresh command id."""
-        return f"c{next(self._ids)}"
+        with self._session_lock:
+            return self.session.new_id()
 
-    def send(self, command: Command) -> None:
-        """Write one command frame (thread-safe)."""
-        data = encode_command(command)
+    def send(self, command: Command, *, collect: bool = False) -> None:
+        """Write one command frame (thread-safe); ``collect``: keep its packets."""
         with self._write_lock:
+            with self._session_lock:
+                if self.session.state is ClientState.CLOSED:
+                    raise self._closed_error("the server closed its output")
+                data = self.session.send(command, collect=collect)
             view = memoryview(data)
             try:
                 while view:
@@ -166,20 +172,16 @@ class Client:
                 raise self._closed_error("the server closed its stdin") from None
 
     def request(self, command: Command) -> tuple[list[Packet], dict[str, Any]]:
-        """Send ``command``; return its packets and its completion; raise on ``error``."""
+        """Send ``command``; return the packets before its completion (control events
+        included) and the completion; raise :class:`CommandFailed` on ``error``."""
         self.send(command)
         packets = []
         while True:
-            packet = self.next_packet()
-            control = decode_control(packet)
-            if (
-                control is not None
-                and control[0] == COMPLETE
-                and control[1].get("id") == command.id
-            ):
-                if control[1].get("status") == "error":
-                    raise CommandFailed(control[1])
-                return packets, control[1]
+            packet, received = self.receive()
+            if isinstance(received, Completed) and received.command.id == command.id:
+                if received.failed:
+                    raise CommandFailed(received.body)
+                return packets, received.body
             packets.append(packet)
 
     def list(self) -> list[str]:
@@ -237,6 +239,25 @@ class Client:
 
     def next_packet(self, timeout: float | None = None) -> Packet:
         """The next packet from the server (blocking, or up to ``timeout`` seconds)."""
+        return self.receive(timeout)[0]
+
+    def receive(self, timeout: float | None = None) -> tuple[Packet, Received]:
+        """The next packet and what the session makes of it (see ``wire/clientsession``).
+
+        At the end of the server's output every outstanding command is lost and
+        :class:`ServerClosed` is raised.
+        """
+        packet = self._read_packet(timeout)
+        with self._session_lock:
+            try:
+                received = self.session.receive(packet)
+            except RemoteProtocolError as error:
+                raise ProtocolViolation(str(error)) from error
+        if isinstance(received, HelloReceived):
+            self.hello = received.body
+        return packet, received
+
+    def _read_packet(self, timeout: float | None) -> Packet:
         while True:
             try:
                 event = self.decoder.next_event()
@@ -245,6 +266,9 @@ class Client:
             if isinstance(event, Packet):
                 return event
             if event is END_OF_INPUT:
+                with self._session_lock:
+                    if self.session.state is not ClientState.CLOSED:
+                        self.session.receive_end_of_stream()
                 raise self._closed_error("the server closed its output")
             assert event is NEED_DATA
             if timeout is not None:
@@ -255,11 +279,9 @@ class Client:
             self.decoder.receive_data(data)
 
     def _read_hello(self) -> dict[str, Any]:
-        packet = self.next_packet()
-        control = decode_control(packet)
-        if control is None or control[0] != HELLO:
-            raise ProtocolViolation(f"expected testserver.hello first, got {packet!r}")
-        return control[1]
+        received = self.receive()[1]
+        assert isinstance(received, HelloReceived)  # the session checks the first packet
+        return received.body
 
     def _closed_error(self, what: str) -> ServerClosed:
         process = self.process

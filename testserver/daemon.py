@@ -61,10 +61,18 @@ from testserver.pool import (
     WarmServer,
     log,
 )
+from testserver.wire.clientsession import (
+    Completed,
+    ControlReceived,
+    HelloReceived,
+    Received,
+    StreamPacket,
+)
 from testserver.wire.commands import ListTests, RunTests
-from testserver.wire.control import COMPLETE, HELLO, RELOAD, decode_control, encode_control
+from testserver.wire.control import COMPLETE, RELOAD, encode_control
 from testserver.wire.events import Packet
 from testserver.wire.packets import encode_packet, encode_status, file_packets
+from testserver.wire.synthetic import TEXT_MIME, failing_test
 
 MAX_REQUEST = 64 << 20
 """Largest request line: 64 MiB holds a ``--load-list`` of a few hundred thousand ids."""
@@ -80,8 +88,6 @@ CANCEL_TIMEOUT = 30.0
 
 TICK = 1.0
 """The main loop wakes up at least this often to check the idle timeout."""
-
-TEXT_MIME = "text/plain;charset=utf8"
 
 FAILED_IMPORT_PREFIX = "unittest.loader._FailedTest."
 """Ids unittest gives the tests standing for modules that failed to import."""
@@ -135,9 +141,9 @@ def check_request(request: object) -> dict[str, Any]:
     return request
 
 
-def _completes(control: tuple[str, dict[str, Any]] | None, command_id: str) -> bool:
-    """Whether ``control`` is the completion of command ``command_id``."""
-    return control is not None and control[0] == COMPLETE and control[1].get("id") == command_id
+def _completes(received: Received, command_id: str | None) -> bool:
+    """Whether ``received`` is the completion of command ``command_id``."""
+    return isinstance(received, Completed) and received.command.id == command_id
 
 
 class Session:
@@ -321,13 +327,12 @@ class Session:
         self.running = command.id
         client.send_stdin(b"")  # tests see end of input, as under testr and stestr
         while True:
-            packet = self._next_packet(client)
-            control = self._control(server, packet)
-            if control is None:
-                self.out.append(encode_packet(packet, subunit_version=server.version))
-            elif _completes(control, command.id):
+            received = self._note(server, self._receive(client))
+            if isinstance(received, StreamPacket):
+                self.out.append(encode_packet(received.packet, subunit_version=server.version))
+            elif isinstance(received, Completed) and received.command.id == command.id:
                 self.running = None
-                return 0 if control[1].get("status") == "ok" else 1
+                return 0 if received.body.get("status") == "ok" else 1
 
     @staticmethod
     def _deliver(client: Client, command: ListTests | RunTests) -> None:
@@ -342,33 +347,32 @@ class Session:
         assert server.client is not None
         packets = []
         while True:
-            packet = server.client.next_packet()
-            control = self._control(server, packet)
-            if control is None:
-                packets.append(packet)
-            elif _completes(control, command_id):
+            received = self._note(server, server.client.receive()[1])
+            if isinstance(received, StreamPacket):
+                packets.append(received.packet)
+            elif _completes(received, command_id):
                 return packets
 
     @staticmethod
-    def _control(server: WarmServer, packet: Packet) -> tuple[str, dict[str, Any]] | None:
-        """``packet``'s control event, if it is one; hello and reload update what we know."""
-        control = decode_control(packet)
-        if control is not None and control[0] == HELLO:
-            server.hello = control[1]
-        elif control is not None and control[0] == RELOAD:
-            server.hello = {**server.hello, "generation": control[1].get("generation")}
-        return control
+    def _note(server: WarmServer, received: Received) -> Received:
+        """Keep what we know of ``server`` current: a hello replaces it, a reload's generation
+        updates it (the client's session tracks both)."""
+        if isinstance(received, HelloReceived):
+            server.hello = received.body
+        elif isinstance(received, ControlReceived) and received.name == RELOAD:
+            server.hello = {**server.hello, "generation": received.body.get("generation")}
+        return received
 
-    def _next_packet(self, client: Client) -> Packet:
-        """The next packet; before blocking, send what is pending and watch the client."""
+    def _receive(self, client: Client) -> Received:
+        """The next packet's meaning; before blocking, send what is pending, watch the client."""
         try:
-            return client.next_packet(timeout=0)
+            return client.receive(timeout=0)[1]
         except TimeoutError:
             pass
         self._flush()
         while True:
             try:
-                return client.next_packet(timeout=DISCONNECT_POLL)
+                return client.receive(timeout=DISCONNECT_POLL)[1]
             except TimeoutError:
                 if self._peer_closed():
                     raise ClientGone from None
@@ -385,8 +389,8 @@ class Session:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("the cancelled batch did not complete")
-                packet = client.next_packet(timeout=remaining)
-                if _completes(self._control(server, packet), self.running):
+                received = self._note(server, client.receive(timeout=remaining)[1])
+                if _completes(received, self.running):
                     self.running = None
         except (ClientError, OSError, TimeoutError) as error:
             log(f"server {server.pid}: {error}; stopping it")
@@ -417,10 +421,7 @@ class Session:
 
     def _fail(self, reason: str) -> None:
         """End the stream with a failing test ``testserver.daemon`` carrying ``reason``."""
-        test_id = shim.ERROR_TEST_ID
-        self.out.append(encode_status(test_id, "inprogress"))
-        self.out += file_packets("traceback", reason.encode(), test_id=test_id, mime_type=TEXT_MIME)
-        self.out.append(encode_status(test_id, "fail"))
+        self.out += failing_test(shim.ERROR_TEST_ID, reason)
         self._finish({"exit": 1})
 
     def _finish(self, body: dict[str, Any]) -> None:

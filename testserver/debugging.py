@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
-from testserver.client import Client, ClientError, completion_of
+from testserver.client import Client, ClientError
 from testserver.console import add_server_arguments, server_arguments
-from testserver.wire.control import STDIN_WANTED, decode_control
+from testserver.wire.clientsession import Completed, ControlReceived, StreamPacket
+from testserver.wire.control import STDIN_WANTED
 from testserver.wire.events import Packet
 
 PASSING = frozenset({"success", "skip", "xfail"})
@@ -53,22 +54,19 @@ class Session:
         run = self.client.run([test_id])
         while True:
             try:
-                packet = self.client.next_packet()
+                received = self.client.receive()[1]
             except KeyboardInterrupt:
                 self.client.cancel()
                 continue
-            complete = completion_of(packet, run.id)
-            if complete is not None:
-                return complete
-            self.handle(packet, test_id)
+            if isinstance(received, Completed) and received.command.id == run.id:
+                return received.body
+            if isinstance(received, ControlReceived) and received.name == STDIN_WANTED:
+                self.answer()
+            elif isinstance(received, StreamPacket):
+                self.handle(received.packet, test_id)
 
     def handle(self, packet: Packet, test_id: str) -> None:
-        """Show one packet; answer a stdin request with a line from the terminal."""
-        control = decode_control(packet)
-        if control is not None:
-            if control[0] == STDIN_WANTED:
-                self.answer()
-            return
+        """Show one test event or output packet."""
         if packet.file_name in ("stdout", "stderr") and packet.file_bytes:
             stream = self.out if packet.file_name == "stdout" else self.err
             stream.write(packet.file_bytes)

@@ -49,13 +49,10 @@ import re
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from testserver.runmodel import Outcome, Output, Renderer, Started, Tally
+from testserver.runmodel import FAILED_TEST_PREFIX, Outcome, Output, Renderer, Started, Tally
 
 FORMAT_VERSION = 1
 """The version of this JSON schema, in every ``start`` event; it grows when a key changes."""
-
-FAILED_TEST_PREFIX = "unittest.loader._FailedTest."
-"""Id prefix of unittest's stand-in for a module that failed to import."""
 
 FIXTURE_ID = re.compile(r"(setUpClass|tearDownClass|setUpModule|tearDownModule) \((.+)\)\Z")
 """The ids unittest gives class and module fixture errors: ``setUpClass (pkg.mod.Class)``."""

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testserver.client import Client, ClientError
-from testserver.wire.control import COMPLETE, STDIN_WANTED, decode_control
+from testserver.wire.clientsession import ControlReceived, StreamPacket
+from testserver.wire.control import STDIN_WANTED
 from testserver.wire.events import Packet
 
 PROGRESS = {"success": ".", "fail": "F", "skip": "s", "xfail": "x", "uxsuccess": "u"}
@@ -45,21 +46,37 @@ TEXT_FIRST = ("traceback", "reason")
 # -- selecting tests ---------------------------------------------------------------------
 
 
-def select(ids: Sequence[str], selectors: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(selected ids in load order, selectors that matched nothing)``.
+FAILED_TEST_PREFIX = "unittest.loader._FailedTest."
+"""The id prefix of the stand-in test for a module that failed to import."""
 
-    An exact id selects itself only; any other selector is a pattern as in unittest's
-    ``-k``. No selector selects every id.
+
+def select(ids: Sequence[str], selectors: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(selected ids in load order, selectors that matched nothing)``: the one selection
+    rule of every client (``run``, ``list``, ``watch``, the editor bridge; README "Choosing").
+
+    A selector is an exact test id (it selects itself only); else a dotted prefix (a package,
+    module or class: every test below it, and the import-failure stand-in of the module it
+    names or lies in); else a pattern as in unittest's ``-k`` (fnmatch with ``*``, else a
+    substring). No selector selects every id.
     """
     if not selectors:
         return list(ids), []
     known = set(ids)
+    failed = {i[len(FAILED_TEST_PREFIX) :]: i for i in ids if i.startswith(FAILED_TEST_PREFIX)}
     chosen: set[str] = set()
     unmatched = []
     for selector in selectors:
+        prefix = selector + "."
         if selector in known:
             hits = {selector}
         else:
+            hits = {i for i in ids if i.startswith(prefix)}
+            hits |= {
+                stand_in
+                for module, stand_in in failed.items()
+                if module.startswith(prefix) or prefix.startswith(f"{module}.")
+            }
+        if not hits:
             pattern = selector if "*" in selector else f"*{selector}*"
             hits = {test_id for test_id in ids if fnmatch.fnmatchcase(test_id, pattern)}
         if not hits:
@@ -379,16 +396,16 @@ def drive(
     began = time.perf_counter()
     run = client.run(test_ids)
     with _Interrupts(client, cancel_on_interrupt) as guard:
-        for packet in run:
-            control = decode_control(packet)
-            if control is None:
+        for packet, received in run.events():
+            if isinstance(received, StreamPacket):
                 renderer.packet(packet)
                 for item in assembler.feed(packet):
                     _dispatch(item, renderer, tally)
-            elif control[0] == STDIN_WANTED:
-                client.send_stdin(b"")
-            elif control[0] != COMPLETE:  # other commands' completions (our stdin's) aside
-                renderer.control(*control)
+            elif isinstance(received, ControlReceived):
+                if received.name == STDIN_WANTED:
+                    client.send_stdin(b"")
+                else:
+                    renderer.control(received.name, received.body)
     tally.complete = run.complete or {}
     tally.interrupted = guard.count > 0
     tally.elapsed = time.perf_counter() - began

@@ -72,6 +72,18 @@ import zlib
 
 from testserver import __version__, project
 from testserver.project import MAX_UNIX_PATH, unix_address  # noqa: F401  (re-exported)
+from testserver.wire.packetformat import (
+    FLAG_FILE_CONTENT,
+    FLAG_MIME_TYPE,
+    FLAG_TIMESTAMP,
+    LENGTH_OFFSET,
+    SIGNATURE,
+    TEST_SCOPED_FLAGS,
+    TIMESTAMP_SECONDS_SIZE,
+    VERSION_2,
+    VERSION_MASK,
+    varint,
+)
 
 DAEMON_PROTOCOL = 1
 """Version of the one-request-per-connection protocol between client and daemon."""
@@ -365,15 +377,6 @@ def base_request(op: str) -> dict:
 # --------------------------------------------------------------------------- the final packet
 
 
-def _varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
-    first = data[pos]
-    width = (first >> 6) + 1
-    value = first & 0x3F
-    for byte in data[pos + 1 : pos + width]:
-        value = (value << 8) | byte
-    return value, pos + width
-
-
 def _final_packet_at(data: bytearray, start: int) -> dict | None:
     """The body of the ``testserver.complete`` packet filling ``data[start:]``, or ``None``.
 
@@ -382,22 +385,26 @@ def _final_packet_at(data: bytearray, start: int) -> dict | None:
     """
     try:
         flags = data[start + 1] << 8 | data[start + 2]
-        length, pos = _varint(data, start + 3)
+        length, pos = varint(data, start + LENGTH_OFFSET)
         end = start + length - 4
         if start + length != len(data) or end <= pos:
             return None
         if zlib.crc32(data[start:end]) != int.from_bytes(data[end:], "big"):
             return None
-        if flags & 0xF000 != 0x2000 or flags & 0x0C88 or not flags & 0x0040:
-            return None  # not v2, or with test id/route/tags/parent, or without a file
-        if flags & 0x0200:  # timestamp: 4 bytes of seconds, then a varint of nanoseconds
-            pos = _varint(data, pos + 4)[1]
-        if flags & 0x0020:  # MIME type
-            size, pos = _varint(data, pos)
+        if (
+            flags & VERSION_MASK != VERSION_2
+            or flags & TEST_SCOPED_FLAGS
+            or not flags & FLAG_FILE_CONTENT
+        ):
+            return None
+        if flags & FLAG_TIMESTAMP:
+            pos = varint(data, pos + TIMESTAMP_SECONDS_SIZE)[1]
+        if flags & FLAG_MIME_TYPE:
+            size, pos = varint(data, pos)
             pos += size
-        size, pos = _varint(data, pos)
+        size, pos = varint(data, pos)
         name = bytes(data[pos : pos + size])
-        size, pos = _varint(data, pos + size)
+        size, pos = varint(data, pos + size)
         if name != COMPLETE or pos + size != end:
             return None
         body = json.loads(data[pos:end])
@@ -411,12 +418,12 @@ def split_final_packet(data: bytearray) -> tuple[int, dict | None]:
 
     ``(len(data), None)`` when the stream does not end with one (the daemon went away).
     """
-    start = data.find(0xB3, max(0, len(data) - TRAILER_MAX))
+    start = data.find(SIGNATURE, max(0, len(data) - TRAILER_MAX))
     while start >= 0:
         body = _final_packet_at(data, start)
         if body is not None:
             return start, body
-        start = data.find(0xB3, start + 1)
+        start = data.find(SIGNATURE, start + 1)
     return len(data), None
 
 
@@ -460,21 +467,13 @@ def relay(sock: socket.socket, stdout_fd: int = 1) -> tuple[int, dict | None, bo
 
 def lost_stream(reason: str) -> bytes:
     """A failing test that says the daemon went away (only built on that error path)."""
-    from testserver.wire.packets import encode_status, file_packets
+    from testserver.wire.synthetic import failing_test
 
     text = (
         f"testserver-client: {reason}. Tests of this run that were not reported did not run. "
         "Run again; the daemon's log (`testserver daemon status` shows where) may say why."
-    ).encode()
-    return b"".join(
-        [
-            encode_status(ERROR_TEST_ID, "inprogress"),
-            *file_packets(
-                "traceback", text, test_id=ERROR_TEST_ID, mime_type="text/plain;charset=utf8"
-            ),
-            encode_status(ERROR_TEST_ID, "fail"),
-        ]
     )
+    return b"".join(failing_test(ERROR_TEST_ID, text))
 
 
 def _say(message: str) -> None:

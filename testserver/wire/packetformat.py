@@ -40,6 +40,25 @@ FLAG_EOF = 0x0010
 FLAG_PARENT_TEST_ID = 0x0008
 STATUS_MASK = 0x0007
 
+LENGTH_OFFSET = 3
+"""The signature (1 byte) and the flags (2 bytes) come before the length varint."""
+
+TEST_SCOPED_FLAGS = FLAG_TEST_ID | FLAG_ROUTE_CODE | FLAG_TAGS | FLAG_PARENT_TEST_ID
+"""Flags a global control event never has (``testserver.complete`` carries none of them)."""
+
+TIMESTAMP_SECONDS_SIZE = 4
+"""A timestamp starts with 4 bytes of seconds, then a varint of nanoseconds."""
+
+
+def varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """The subunit varint at ``pos`` (its top 2 bits say 1 to 4 bytes) and the end position."""
+    first = data[pos]
+    width = (first >> 6) + 1
+    value = first & 0x3F
+    for i in range(1, width):
+        value = (value << 8) | data[pos + i]
+    return value, pos + width
+
 
 def check_max_packet_size(max_packet_size: int) -> None:
     """Raise :class:`LocalProtocolError` unless a packet size limit is within the format's."""

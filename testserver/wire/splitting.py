@@ -13,26 +13,18 @@ from __future__ import annotations
 from enum import IntEnum
 
 from testserver.wire.events import FINAL_STATUSES, STATUSES
-from testserver.wire.packetformat import (
+from testserver.wire.packetformat import (  # TEST_SCOPED_FLAGS, varint: re-exported
     FLAG_FILE_CONTENT,
-    FLAG_PARENT_TEST_ID,
-    FLAG_ROUTE_CODE,
     FLAG_RUNNABLE,
-    FLAG_TAGS,
     FLAG_TEST_ID,
     FLAG_TIMESTAMP,
+    LENGTH_OFFSET,
     SIGNATURE,
     STATUS_MASK,
+    TEST_SCOPED_FLAGS,  # noqa: F401
+    TIMESTAMP_SECONDS_SIZE,
+    varint,
 )
-
-LENGTH_OFFSET = 3
-"""The signature (1 byte) and the flags (2 bytes) come before the length varint."""
-
-TIMESTAMP_SECONDS_SIZE = 4
-"""A timestamp starts with 4 bytes of seconds, then a varint of nanoseconds."""
-
-TEST_SCOPED_FLAGS = FLAG_TEST_ID | FLAG_ROUTE_CODE | FLAG_TAGS | FLAG_PARENT_TEST_ID
-"""Flags a global control event never has (``testserver.complete`` carries none of them)."""
 
 STATUS_CODES: dict[str, int] = {name: code for code, name in enumerate(STATUSES) if name}
 """Status name -> the 3-bit status code of the flags."""
@@ -58,16 +50,6 @@ class Kind(IntEnum):
     """A runnable test's ``inprogress``."""
     TEST_FINISHED = 3
     """A runnable test's final status."""
-
-
-def varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
-    """The subunit varint at ``pos`` (its top 2 bits say 1 to 4 bytes) and the end position."""
-    first = data[pos]
-    width = (first >> 6) + 1
-    value = first & 0x3F
-    for i in range(1, width):
-        value = (value << 8) | data[pos + i]
-    return value, pos + width
 
 
 def split_packets(buffer: bytearray) -> list[bytes]:
