@@ -27,12 +27,13 @@ id that has a final status in any stream, subtests folded away):
 2. **Pseudo-tests compare like tests.** Both runners report an import error
    (``unittest.loader._FailedTest.*``) and a fixture error (``setUpClass (pkg.mod.Class)``,
    ``setUpModule (pkg.mod)``) as failing tests of those ids.
-3. **Not-run records.** Where ``setUpClass``/``setUpModule`` failed (or was skipped),
-   subunit.run reports the fixture and silently omits the tests it covers; testserver's
-   one-shot mode reports each such test as a failing test whose traceback starts
-   ``testserver: `` and says ``not run``. That pair agrees when the reference has no outcome
-   for the test and reports a ``setUpClass``/``setUpModule`` event whose scope (the class or
-   module named in brackets) contains the test.
+3. **Not-run records.** subunit.run silently omits a requested test that reports nothing:
+   the tests of a class or module whose ``setUpClass``/``setUpModule`` failed, or a test
+   whose ``run()`` reports nothing of its own (python-subunit's ``ExecTestCase``, which
+   reports the tests of the program it runs). testserver's one-shot mode reports each such
+   test as a failing test whose traceback starts ``testserver: `` and says ``not run`` (and
+   serve mode lists it in the completion's ``not_run``). That pair agrees when the
+   reference has no outcome for the test.
 4. Otherwise the folded outcomes must be equal (``none`` = no final status at all), and the
    listed ids must be the same set (a difference is counted against the listing, once).
 
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import signal
 import subprocess
 import time
@@ -66,9 +66,6 @@ TRACEBACK_KEEP = 4096
 
 NOT_RUN_PREFIX = "testserver: "
 """How a testserver not-run record's traceback starts (it also says ``not run``)."""
-
-FIXTURE = re.compile(r"^(setUpClass|setUpModule) \((?P<scope>[^()]+)\)$")
-"""A setUpClass or setUpModule error holder's id; ``scope`` is the class or module."""
 
 NONE = "none"
 """The outcome of a test that got no final status."""
@@ -163,11 +160,6 @@ def fold(statuses: dict[str, str], listed: frozenset[str]) -> dict[str, str]:
     return folded
 
 
-def fixture_scopes(statuses: dict[str, str]) -> list[str]:
-    """The classes and modules whose setUpClass/setUpModule the stream reports."""
-    return [m["scope"] for m in map(FIXTURE.match, statuses) if m is not None]
-
-
 def is_not_run(observed: Observation, test_id: str) -> bool:
     """True if testserver reported ``test_id`` as an explicit not-run record."""
     text = observed.tracebacks.get(test_id, "")
@@ -208,7 +200,6 @@ def compare(name: str, reference: Observation, modes: Sequence[Observation]) -> 
     """Compare every mode with the reference (rules 1-4 of the docstring)."""
     result = Comparison(name, reference, list(modes))
     ref = fold(reference.statuses, reference.listed)
-    scopes = fixture_scopes(reference.statuses)
     ids = set(reference.listed) | set(ref)
     folded = {m.mode: fold(m.statuses, m.listed or reference.listed) for m in modes}
     for outcomes in folded.values():
@@ -221,7 +212,7 @@ def compare(name: str, reference: Observation, modes: Sequence[Observation]) -> 
                 i, ref.get(i, NONE), ours.get(i, NONE), observed.mode, _last_line(observed, i)
             )
             for i in sorted(ids)
-            if not _agrees(i, ref, ours, observed, scopes)
+            if not _agrees(i, ref, ours, observed)
         ]
         if observed.listed:
             wrong += _listing(reference.listed, observed)
@@ -231,16 +222,10 @@ def compare(name: str, reference: Observation, modes: Sequence[Observation]) -> 
     return result
 
 
-def _agrees(
-    test_id: str, ref: dict[str, str], ours: dict[str, str], observed: Observation, scopes
-) -> bool:
+def _agrees(test_id: str, ref: dict[str, str], ours: dict[str, str], observed: Observation) -> bool:
     if ref.get(test_id, NONE) == ours.get(test_id, NONE):
         return True
-    return (
-        test_id not in ref
-        and is_not_run(observed, test_id)
-        and any(test_id.startswith(scope + ".") for scope in scopes)
-    )
+    return test_id not in ref and is_not_run(observed, test_id)
 
 
 def _last_line(observed: Observation, test_id: str) -> str:
