@@ -8,7 +8,7 @@ Builds the stream a worker writes for N tests (``inprogress``, a ``stdout`` atta
 ``success``, with timestamps), cut into ``--chunk``-byte reads as from a pipe. Then times,
 round-robin so that drift hits both alike:
 
-- *today*: ``worker.split_packets`` and ``BatchRun._track`` (the flag peeking of batch.py,
+- *today*: ``split_packets(checked=True)`` and ``BatchRun._track`` (the flag peeking of batch.py,
   with a full ``decode_packets`` for every test id it needs);
 - *core*: ``wire.splitting.split_packets`` and ``BatchTracker.feed`` (flags read once, the
   test id read without decoding the packet).
@@ -28,7 +28,6 @@ from testserver.batch import BatchRun
 from testserver.wire.batchtracking import BatchTracker
 from testserver.wire.packets import encode_status, file_packets
 from testserver.wire.splitting import split_packets
-from testserver.worker import split_packets as worker_split_packets
 
 START_NS = 1_704_067_200_000_000_000
 
@@ -54,7 +53,7 @@ def today(ids: list[str], reads: list[bytes]) -> Callable[[], dict[str, int]]:
         buffer = bytearray()
         for data in reads:
             buffer += data
-            for raw in worker_split_packets(buffer):
+            for raw in split_packets(buffer, checked=True):
                 batch._track(raw)
         return {"ran": batch.outcome.ran, **batch.outcome.outcomes}
 

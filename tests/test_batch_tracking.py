@@ -13,6 +13,7 @@ from testserver.wire.control import encode_control
 from testserver.wire.events import FINAL_STATUSES, STATUSES, Packet
 from testserver.wire.packets import decode_packets, encode_packet, encode_status, file_packets
 from testserver.wire.splitting import (
+    CorruptStream,
     Kind,
     StreamOutOfSync,
     classify,
@@ -63,6 +64,37 @@ def test_split_keeps_a_partial_header() -> None:
 def test_split_refuses_a_stream_out_of_sync() -> None:
     with pytest.raises(StreamOutOfSync, match="out of sync at byte 0"):
         split_packets(bytearray(b"hello world"))
+
+
+@given(st.lists(packets, max_size=4), st.integers(0, 64))
+def test_checked_split_at_any_cut_agrees_with_the_unchecked_one(
+    items: list[Packet], cut: int
+) -> None:
+    encoded = [encode_packet(p) for p in items]
+    stream = b"".join(encoded)
+    buffer = bytearray(stream[:cut])
+    first = split_packets(buffer, checked=True)
+    buffer += stream[cut:]
+    assert first + split_packets(buffer, checked=True) == encoded
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (b"hello world", "a byte that does not start a packet"),
+        (encode_status("a.b", "success")[:-1] + b"\x00", "CRC does not match"),
+        (bytes([0xB3, 0x29, 0x01, 0x02, 0, 0, 0, 0]), "a packet length of 2 bytes"),
+    ],
+)
+def test_checked_split_gives_the_good_packets_before_bad_bytes(bad: bytes, reason: str) -> None:
+    """A test wrote into a worker's pipe: the packets before its bytes still count."""
+    good = encode_status("a.b", "inprogress")
+    buffer = bytearray(good + bad + good)
+    with pytest.raises(CorruptStream, match=reason) as caught:
+        split_packets(buffer, checked=True)
+    assert caught.value.packets == [good]
+    assert caught.value.sample == (bad + good)[:64]
+    assert buffer == bad + good
 
 
 @given(packets)

@@ -24,14 +24,13 @@ from testserver.subtests import packet_result
 from testserver.wire.control import decode_control
 from testserver.wire.events import FINAL_STATUSES, STATUSES
 from testserver.wire.packets import decode_packets, encode_status, file_packets
+from testserver.wire.splitting import CorruptStream, split_packets
 from testserver.worker import (
     READ_SIZE,
     WORKER_DONE,
-    CorruptStream,
     WorkerHandle,
     WorkerSpawner,
     describe_exit,
-    split_packets,
 )
 
 
@@ -190,7 +189,7 @@ class BatchRun:
     def _take(self, worker: WorkerHandle, data: bytes) -> None:
         self._buffer += data
         try:
-            packets = split_packets(self._buffer)
+            packets = split_packets(self._buffer, checked=True)
         except CorruptStream as error:
             self._forward(worker, error.packets)
             if self._worker is worker:
