@@ -154,7 +154,7 @@ def test_an_id_requested_twice_needs_two_final_statuses() -> None:
     feed_run(tracker, "a", "success")
     result = tracker.result()
     assert (result.status, result.not_run) == ("incomplete", ("a",))
-    assert "1 requested test(s) got no final status" in (result.message or "")
+    assert "1 requested test(s) got no result" in (result.message or "")
 
 
 def test_unknown_ids_make_the_batch_incomplete() -> None:

@@ -89,7 +89,11 @@ def incomplete_message(not_run: int, unknown: int) -> str:
     """Why a batch that ran to its end is ``incomplete``."""
     parts = []
     if not_run:
-        parts.append(f"{not_run} requested test(s) got no final status (see not_run)")
+        parts.append(
+            f"{not_run} requested test(s) got no result: their class or module fixture "
+            "failed (reported as its own error), or something replaced or broke unittest's "
+            "TestCase.run (see not_run)"
+        )
     if unknown:
         parts.append(f"{unknown} requested id(s) name no loaded test (see unknown)")
     return "; ".join(parts)
