@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 from testserver.capture import OutputCapture
 from testserver.execution import run_tests
-from testserver.results import TRACEBACK_MIME, output_packets
+from testserver.results import PacketResult, output_packets
 from testserver.subtests import packet_result
 from testserver.wire.batchtracking import BatchResult, BatchTracker, Crash
 from testserver.wire.control import decode_control
-from testserver.wire.packets import decode_packets, encode_status, file_packets
+from testserver.wire.packets import decode_packets
 from testserver.wire.splitting import CorruptStream, Kind, split_packets
 from testserver.worker import (
     READ_SIZE,
@@ -277,22 +277,12 @@ class BatchRun:
             self._dispatch(remaining)
 
     def _report_crash(self, crash: Crash, stdout: bytes, stderr: bytes) -> None:
-        version, test_id, message = self.subunit_version, crash.victim, crash.message
-        parts = []
-        if crash.synthetic:
-            parts.append(
-                encode_status(test_id, "inprogress", time.time_ns(), subunit_version=version)
-            )
-        parts += output_packets(stdout, stderr, test_id=test_id, subunit_version=version)
-        parts += file_packets(
-            "traceback",
-            message.encode("utf-8"),
-            test_id=test_id,
-            mime_type=TRACEBACK_MIME,
-            subunit_version=version,
+        """Fail the crash's victim with the worker's leftover output; its ``inprogress`` is
+        out already unless the victim is the synthetic :data:`WORKER_TEST_ID`."""
+        reporter = PacketResult(self.write, subunit_version=self.subunit_version)
+        reporter.report_failure(
+            crash.victim, crash.message, stdout=stdout, stderr=stderr, inprogress=crash.synthetic
         )
-        parts.append(encode_status(test_id, "fail", time.time_ns(), subunit_version=version))
-        self.write(b"".join(parts))
 
     def _report_outside_tests(self, stdout: bytes, stderr: bytes) -> None:
         """Output written after the last test (e.g. in tearDownModule): global attachments."""
