@@ -194,6 +194,7 @@ def test_a_crash_fails_the_running_test_and_redispatches_the_rest() -> None:
     tracker = BatchTracker(["a", "b", "c"])
     tracker.started("a", 1.0)
     crash = tracker.worker_died("killed by signal 11 (SIGSEGV)", 2.0, cancelled=False)
+    assert crash is not None
     assert (crash.victim, crash.entry) == ("a", "a: killed by signal 11 (SIGSEGV)")
     assert not crash.synthetic
     assert tracker.redispatch() == ["b", "c"]
@@ -204,7 +205,7 @@ def test_a_crash_between_tests_fails_the_next_one() -> None:
     tracker = BatchTracker(["a", "b"])
     feed_run(tracker, "a", "success")
     crash = tracker.worker_died("exited with status 3", 1.0, cancelled=False)
-    assert crash.victim == "b" and "before this test started" in crash.cause
+    assert crash is not None and crash.victim == "b" and "before this test started" in crash.cause
     assert tracker.redispatch() == []
     assert tracker.result().status == "ok"
 
@@ -212,10 +213,29 @@ def test_a_crash_between_tests_fails_the_next_one() -> None:
 def test_a_crash_after_the_last_test_fails_a_synthetic_test() -> None:
     tracker = BatchTracker(["a"])
     feed_run(tracker, "a", "success")
-    crash = tracker.worker_died("exited with status 1", 1.0, cancelled=True)
-    assert crash.synthetic and crash.victim == WORKER_TEST_ID
-    assert crash.cause.startswith("cancelled (exited with status 1")
+    crash = tracker.worker_died("exited with status 1", 1.0, cancelled=False)
+    assert crash is not None and crash.synthetic and crash.victim == WORKER_TEST_ID
+    assert crash.cause == "exited with status 1"
     assert "after its last test" in crash.message
+
+
+@pytest.mark.parametrize("requested", [["a"], ["a", "b"]])
+def test_a_cancelled_worker_dying_between_tests_fails_no_test(requested: list[str]) -> None:
+    """Spec 4.5 item 2: no test was running (a fixture was), so no test is failed."""
+    tracker = BatchTracker(requested)
+    feed_run(tracker, "a", "success")
+    assert tracker.worker_died("exited with status 1", 1.0, cancelled=True) is None
+    assert (tracker.ran, tracker.crashes) == (1, [])
+    result = tracker.result(cancelled=True)
+    assert (result.status, result.not_run) == ("cancelled", tuple(requested[1:]))
+
+
+def test_a_cancelled_worker_dying_in_a_test_fails_it() -> None:
+    tracker = BatchTracker(["a", "b"])
+    tracker.started("a", 0.0)
+    crash = tracker.worker_died("killed by signal 9 (SIGKILL)", 1.0, cancelled=True)
+    assert crash is not None and crash.victim == "a"
+    assert crash.cause.startswith("cancelled (killed by signal 9")
 
 
 def test_timeouts_are_measured_from_the_test_start() -> None:

@@ -269,7 +269,10 @@ class BatchRun:
         self.spawner.release(worker)
         self._worker = None
         crash = self.tracker.worker_died(cause, self.clock(), cancelled=self.cancelled)
-        self._report_crash(crash, stdout, stderr)
+        if crash is None:  # cancelled between tests: no test failed, its output is global
+            self._report_outside_tests(stdout, stderr)
+        else:
+            self._report_crash(crash, stdout, stderr)
         remaining = self.tracker.redispatch()
         if self.cancelled or not remaining:
             self._finish()

@@ -160,12 +160,15 @@ class BatchTracker:
         self.finished[test_id] += 1
         self.current = None
 
-    def worker_died(self, exit_description: str, now: float, *, cancelled: bool) -> Crash:
+    def worker_died(self, exit_description: str, now: float, *, cancelled: bool) -> Crash | None:
         """The worker ended before its batch did: fail the test it was running.
 
         The victim is the running test, else the next one (it died in a fixture or at
-        import), else :data:`WORKER_TEST_ID`. The victim counts as one ``fail``.
+        import), else :data:`WORKER_TEST_ID`. The victim counts as one ``fail``. A cancelled
+        worker that dies while no test runs fails no test (spec 4.5): ``None``, no crash.
         """
+        if cancelled and self.current is None:
+            return None
         cause = exit_description
         if cancelled:
             cause = f"cancelled ({cause} after the cancel request)"
