@@ -27,7 +27,7 @@ lint: $(VENV)/.installed-test
 	$(VPY) -m ruff format --check $(LINT_PATHS)
 
 ## bench: run every benchmark script in its quick mode (each bench/bench_*.py takes --quick)
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	@test -n "$(BENCH_SCRIPTS)" || { echo "no bench/bench_*.py scripts yet"; exit 1; }
 	set -e; for script in $(BENCH_SCRIPTS); do $(VPY) $$script --quick; done
 
@@ -37,7 +37,7 @@ fuzz: $(VENV)/.installed-test
 	$(VPY) bench/fuzz_decoders.py --seconds $(FUZZ_SECONDS)
 
 ## soak: one server, 10,000 batches and 1,000 reload cycles; RSS, fds and processes sampled
-soak: $(VENV)/.installed
+soak: $(VENV)/.installed-test
 	nice -n 10 $(VPY) bench/bench_soak.py
 
 ## clean: remove the virtualenv and generated files

@@ -2,8 +2,8 @@
 
 ``tests/projects/hostile`` holds one small test per hostile behaviour (signals to itself,
 process deaths, children and threads that outlive their test, writes to every fd, closed
-stdio, odd output, a monkeypatched ``TestCase.run``). Each mode runs the whole corpus and
-checks the same invariants:
+stdio, odd output, a monkeypatched ``TestCase.run``). Serve mode, one-shot mode and
+``testserver run`` each run the whole corpus and check the same invariants:
 
 - the stream parses whole with python-subunit;
 - every requested id ends with exactly one final status, or is explicitly not run;
@@ -37,6 +37,7 @@ EXPECTED = {
     "hostile.test_signals.OwnSignals.test_e_unittest_install_handler": "success",
     "hostile.test_signals.OwnSignals.test_f_sigalrm_own_handler": "success",
     "hostile.test_signals.OwnSignals.test_g_sigterm_kills_the_process": "fail",
+    "hostile.test_signals.OwnSignals.test_g2_signal_to_the_import_time_pid": "success",
     "hostile.test_signals.OwnSignals.test_h_after_signals": "success",
     "hostile.test_process.EndsItsProcess.test_a_os_exit": "fail",
     "hostile.test_process.EndsItsProcess.test_b_segfault": "fail",
@@ -122,6 +123,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def describe(pid: int) -> str:
+    """A process's parent, state and command line, for a failure message."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid}: gone"
+    return f"{pid}: ppid {fields[1]} state {fields[0]} pgid {fields[2]}: {cmdline}"
+
+
 def check_accounting(events: list[dict], ids: list[str], not_run: set[str]) -> None:
     """Exactly one final status per requested id, or an explicit not-run; known outcomes."""
     assert not [e for e in events if e["test_id"] == "subunit.parser"], "stream corrupted"
@@ -158,7 +171,8 @@ def test_serve_mode_survives_the_corpus(corpus) -> None:
         deadline = time.monotonic() + GRACE_SECONDS
         while len(descendants(server.proc.pid)) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(descendants(server.proc.pid)) <= 1  # at most the standby worker
+        left = descendants(server.proc.pid)
+        assert len(left) <= 1, [describe(pid) for pid in left]  # at most the standby worker
     finally:
         server.kill()
 
@@ -185,4 +199,25 @@ def test_oneshot_mode_survives_the_corpus(corpus) -> None:
     ]
     assert b"not run" in b"".join(reasons)
     assert result.returncode == 1, result.stderr
+    assert left_processes(Path(env["HOSTILE_PIDS"])) == []
+
+
+def test_testserver_run_survives_the_corpus(corpus) -> None:
+    """The terminal client: a failure summary naming what did not run, exit 1, nothing left."""
+    project, env = corpus
+    result = subprocess.run(
+        [sys.executable, "-m", "testserver", "run", "--no-daemon", "-t", ".", "-s", "hostile"],
+        cwd=project,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=180,
+    )
+    out = result.stdout.decode("utf-8", "replace")
+    assert result.returncode == 1, out + result.stderr.decode("utf-8", "replace")
+    victim = next(iter(NOT_RUN))
+    assert victim in out.split("NOT RUN", 1)[1], out
+    for test_id, status in EXPECTED.items():
+        if status == "fail":
+            assert test_id in out, test_id
     assert left_processes(Path(env["HOSTILE_PIDS"])) == []

@@ -29,8 +29,13 @@ from serverproc import PROJECTS, ServerProcess, Transcript
 
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.control import RELOAD
-from testserver.wire.events import FINAL_STATUSES, Packet
 from testserver.wire.packets import decode_packets
+
+BENCH = str(Path(__file__).resolve().parent.parent / "bench")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+
+from replay_history import Outcomes, listed, outcomes  # noqa: E402  (shared with the replay)
 
 ARGS = ("discover", "-t", ".", "-s", "shop")
 ENV = {"PYTHONPATH": "vendor/site-packages", "PYTHONDONTWRITEBYTECODE": ""}
@@ -38,8 +43,6 @@ ENV = {"PYTHONPATH": "vendor/site-packages", "PYTHONDONTWRITEBYTECODE": ""}
 ``.pyc`` is planted on purpose by one scenario (another tool compiling the file)."""
 
 MIN_SCENARIOS = 30
-
-Outcomes = dict[str, tuple[str, str | None]]
 
 
 class Tree:
@@ -181,6 +184,44 @@ def _add_extension(tree: Tree) -> None:
     assert source is not None
     shutil.copyfile(source, tree.path(EXTENSION_NAME))
     tree.write("shop/tests/test_native.py", NATIVE_TEST)
+
+
+CASES, LIMITS, GUIDE = "shop/tests/cases", "shop/limits.json", "shop/tests/guide.txt"
+
+
+def data_scenarios() -> list[Scenario]:
+    """Edits to data files that modules read or list while they are imported."""
+    return [
+        Scenario(
+            "add a file to a directory a test module lists at import",
+            lambda t: t.write(f"{CASES}/gamma.txt", "gamma\n"),
+        ),
+        Scenario(
+            "edit a data file a helper reads at import (its importers fail now)",
+            lambda t: t.replace(LIMITS, "10", "4"),
+        ),
+        Scenario(
+            "add a file that the listing module's glob does not match",
+            lambda t: t.write(f"{CASES}/notes.md", "not a case\n"),
+        ),
+        Scenario("delete a data file", lambda t: t.delete(f"{CASES}/beta.txt")),
+        Scenario("delete the whole data directory", lambda t: t.delete(CASES)),
+        Scenario(
+            "recreate the data directory with another file",
+            lambda t: t.write(f"{CASES}/delta.txt", "delta\n"),
+        ),
+        Scenario(
+            "add a file to the recreated directory, restore the data file read at import",
+            lambda t: (t.write(f"{CASES}/epsilon.txt", "epsilon\n"), t.replace(LIMITS, "4", "10")),
+        ),
+        Scenario("delete the data file read at import", lambda t: t.delete(LIMITS)),
+        Scenario("restore it", lambda t: t.write(LIMITS, '{"max_length": 6}\n')),
+        Scenario(
+            "edit a doctest file that load_tests reads (no module imports it)",
+            lambda t: t.replace(GUIDE, "12.5", "12.0"),
+        ),
+        Scenario("fix the doctest file", lambda t: t.replace(GUIDE, "12.0", "12.5")),
+    ]
 
 
 def scenarios() -> list[Scenario]:
@@ -352,6 +393,7 @@ def scenarios() -> list[Scenario]:
         ),
         Scenario("delete the subpackage", lambda t: t.delete("shop/tests/extra")),
         Scenario("an editor's atomic save (temp file renamed over)", _atomic_save),
+        *data_scenarios(),
         Scenario(
             "touch a file without changing it",
             lambda t: os.utime(t.path(models)),
@@ -397,19 +439,6 @@ def scenarios() -> list[Scenario]:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def outcomes(packets: list[Packet]) -> Outcomes:
-    """Final status and parent id of every test and subtest that finished."""
-    return {
-        p.test_id: (p.status, p.parent_test_id)
-        for p in packets
-        if p.test_id is not None and p.status in FINAL_STATUSES
-    }
-
-
-def listed(packets: list[Packet]) -> list[str]:
-    return [p.test_id for p in packets if p.test_id is not None and p.status == "exists"]
 
 
 def cold(root: Path, scratch: Path) -> tuple[list[str], Outcomes]:

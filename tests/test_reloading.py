@@ -8,6 +8,7 @@ differential suite is ``tests/test_reload_differential.py``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import gc
 import importlib.machinery
 import importlib.util
@@ -33,6 +34,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from testserver.changesignal import ChangeSignal
 from testserver.loading import FAILED_TEST_PREFIX, LoadSpec, TestIndex, load
 from testserver.modulegraph import (
     SERVER_DIR,
@@ -44,7 +46,7 @@ from testserver.modulegraph import (
 from testserver.reloading import Reloader, _CachingLoader, _TestCache, track_startup
 from testserver.staleness import provably_garbage, purge
 from testserver.statetracking import StateTracker
-from testserver.watching import ChangeRecorder, ChangeSignal, SourceTree, TreeChanges, Watcher
+from testserver.watching import ChangeRecorder, SourceTree, TreeChanges, Watcher
 
 WAIT = 20.0
 """Seconds to wait for a watchdog thread to notice a write (a deadline, not a measurement)."""
@@ -547,26 +549,57 @@ def test_a_registry_in_an_unchanged_module_is_reloaded_with_its_users(project: P
     assert outcomes(report.index)[f"{project.name}.test_reg.Reg.test_it"]
 
 
-def test_an_object_held_outside_the_project_means_a_restart(
-    project: Project, tmp_path: Path
-) -> None:
-    lib = write(tmp_path / "lib" / "site-packages" / f"{project.name}_lib.py", "HELD = []\n")
+@contextlib.contextmanager
+def installed_module(project: Project, tmp_path: Path, text: str) -> Iterator[None]:
+    """Module ``<package>_lib`` (``text``, PKG replaced) in a ``site-packages`` on the path."""
+    lib = tmp_path / "lib" / "site-packages" / f"{project.name}_lib.py"
+    write(lib, text.replace("PKG", project.name))
     sys.path.insert(0, str(lib.parent))
     try:
-        project.write(
-            "holder.py",
-            "import PKG_lib\n\n\nclass Held:\n    pass\n\n\nPKG_lib.HELD.append(Held)\n",
-        )
-        project.write("test_hold.py", module_source("H", imports="import PKG.holder  # noqa"))
-        index = project.load()
-        project.write("holder.py", (project.package / "holder.py").read_text() + "# edited\n")
-        report = project.reloader.apply(index)
-        assert report.restart is not None
-        assert f"class {project.name}.holder.Held" in report.restart
-        assert f"module {project.name}_lib" in report.restart
+        yield
     finally:
         sys.path.remove(str(lib.parent))
         sys.modules.pop(f"{project.name}_lib", None)
+
+
+HOLDER = "import PKG_lib\n\n\nclass Held:\n    pass\n\n\nPKG_lib.HELD.append(Held)\n"
+
+
+@pytest.mark.parametrize(
+    ("library", "files", "edited", "expected"),
+    [
+        (  # a class of the project appended to a list of an installed library
+            "HELD = []\n",
+            {"holder.py": HOLDER, "test_hold.py": module_source("H", imports="import PKG.holder")},
+            "holder.py",
+            ["class PKG.holder.Held", "module PKG_lib"],
+        ),
+        (  # a project module kept as a global of an installed library
+            "import PKG.helper\n\nHELPER = PKG.helper\n",
+            {"test_lib.py": module_source("L", imports="import PKG_lib")},
+            "helper.py",
+            ["the old module PKG.helper", "the global 'HELPER' of module PKG_lib"],
+        ),
+    ],
+    ids=["object", "module"],
+)
+def test_an_object_held_outside_the_project_means_a_restart(
+    project: Project,
+    tmp_path: Path,
+    library: str,
+    files: dict[str, str],
+    edited: str,
+    expected: list[str],
+) -> None:
+    with installed_module(project, tmp_path, library):
+        for rel, text in files.items():
+            project.write(rel, text)
+        index = project.load()
+        project.write(edited, (project.package / edited).read_text() + "# edited\n")
+        report = project.reloader.apply(index)
+        assert report.restart is not None
+        for text in expected:
+            assert text.replace("PKG", project.name) in report.restart
 
 
 def test_changing_the_environment_at_import_means_a_restart(project: Project) -> None:

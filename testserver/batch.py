@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from testserver import reaping
 from testserver.capture import OutputCapture
 from testserver.execution import run_tests
 from testserver.results import PacketResult, output_packets
@@ -218,6 +219,10 @@ class BatchRun:
             self._worker.cancel()
             self._cancel_deadline = self.clock() + CANCEL_GRACE_SECONDS
 
+    def worker_pid(self) -> int | None:
+        """The pid of the worker running the batch now, if any."""
+        return None if self._worker is None else self._worker.pid
+
     def send_stdin(self, data: bytes) -> None:
         """Queue ``data`` for the running test's stdin; empty ``data`` means end of input."""
         if data:
@@ -330,8 +335,10 @@ def run_in_process(
         tracking_write, subtests=subtests, subunit_version=subunit_version, capture=capture
     )
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    forwarded = {n: signal.signal(n, signal.SIG_DFL) for n in reaping.FORWARDED_SIGNALS}
     try:
         run_tests(found, result, should_stop=should_stop, on_interrupt=on_interrupt)
     finally:
         signal.signal(signal.SIGINT, previous)
+        reaping.restore_handlers(forwarded)
     return tracker

@@ -145,6 +145,7 @@ def _run_forked(index, channel, options, write, ids: list[str], unknown: list[st
     os.set_blocking(wake_w, False)
     previous_wakeup = signal.set_wakeup_fd(wake_w)
     previous = signal.signal(signal.SIGINT, lambda number, frame: interrupted.append(number))
+    forwarded = reaping.forward_signals(batch.worker_pid)
     try:
         batch.start()
         while not batch.done:
@@ -163,6 +164,7 @@ def _run_forked(index, channel, options, write, ids: list[str], unknown: list[st
                 batch.on_deadline()
     finally:
         signal.signal(signal.SIGINT, previous)
+        reaping.restore_handlers(forwarded)
         signal.set_wakeup_fd(previous_wakeup)
         os.close(wake_r)
         os.close(wake_w)

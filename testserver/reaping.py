@@ -17,7 +17,48 @@ import sys
 import time
 from collections.abc import Callable, Container
 
-__all__ = ["become_subreaper", "children", "kill_group", "sweep"]
+__all__ = [
+    "FORWARDED_SIGNALS",
+    "become_subreaper",
+    "children",
+    "forward_signals",
+    "kill_group",
+    "restore_handlers",
+    "sweep",
+]
+
+FORWARDED_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGALRM", "SIGVTALRM", "SIGPROF")
+    if hasattr(signal, name)
+)
+"""Signals a test may send to the pid its module saw at import time, which is the server's.
+
+They are the test's: the server passes them on to the worker running the batch (where the
+test's handler is) instead of dying of them or ignoring them. SIGINT and SIGTERM stay the
+server's (cancel, stop)."""
+
+
+def forward_signals(target: Callable[[], int | None]) -> dict[int, object]:
+    """Pass :data:`FORWARDED_SIGNALS` on to the pid ``target()`` gives (None: drop them).
+
+    Returns the previous handlers, for :func:`restore_handlers`.
+    """
+
+    def forward(number: int, frame: object) -> None:
+        pid = target()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+
+    return {number: signal.signal(number, forward) for number in FORWARDED_SIGNALS}
+
+
+def restore_handlers(previous: dict[int, object]) -> None:
+    """Put back the handlers :func:`forward_signals` replaced."""
+    for number, handler in previous.items():
+        signal.signal(number, handler)  # type: ignore[arg-type]
+
 
 _PR_SET_CHILD_SUBREAPER = 36
 """Linux prctl option: orphaned descendants are re-parented to this process."""

@@ -52,10 +52,11 @@ server's own process state has to be right). One apply:
 
 Not detected (limits): state that the old version of a module put outside the project and
 the new version no longer puts there (an environment variable it stopped setting); side
-effects of C code; data files read at import time; what modules imported outside a reload
-(lazily by a test under ``--isolation none``) or by a non-standard loader (an import hook)
-changed at import. ``reload`` rescans and rehashes everything and rebuilds every test
-object, but reimports only what changed; restart the server for the rest.
+effects of C code; data read at import time other than through the audited ``open``,
+``os.listdir`` and ``os.scandir`` (:mod:`testserver.importreads`); what modules imported
+outside a reload (lazily by a test under ``--isolation none``) or by a non-standard loader
+(an import hook) changed at import. ``reload`` rescans and rehashes everything and rebuilds
+every test object, but reimports only what changed; restart the server for the rest.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from testserver.changesignal import ChangeSignal
+from testserver.importreads import LOADER
 from testserver.loading import LoadSpec, TestIndex, flatten, load
 from testserver.modulegraph import (
     SERVER_DIR,
@@ -93,7 +96,7 @@ from testserver.staleness import (
     stale_holders,
 )
 from testserver.statetracking import Replay, StateTracker, spawn_replay, state_fingerprint
-from testserver.watching import ChangeSignal, SourceTree, TreeChanges, Watcher, file_kind
+from testserver.watching import SourceTree, TreeChanges, Watcher, file_kind
 
 __all__ = ["ReloadReport", "Reloader", "track_startup"]
 
@@ -133,15 +136,15 @@ def track_startup(roots: Sequence[str]) -> None:
     _startup = (tracker, tracking)
 
 
-def _adopt_startup() -> dict[str, set[str]]:
-    """Stop the startup tracker (if any) and return what it measured."""
+def _adopt_startup() -> StateTracker | None:
+    """Stop the startup tracker (if any) and return it, with what it measured."""
     global _startup
     if _startup is None:
-        return {}
+        return None
     tracker, tracking = _startup
     _startup = None
     tracking.__exit__(None, None, None)
-    return tracker.contributions
+    return tracker
 
 
 @dataclass
@@ -198,10 +201,13 @@ class Reloader:
         :func:`track_startup` measured it already during that load; it is forked before the
         watcher thread starts, so no thread is running when it forks.
         """
+        startup = _adopt_startup()  # before the scan below reads every file
         self.tree.scan()
+        if startup is not None:
+            self.tracker.contributions.update(startup.contributions)
+            self.tracker.reads.merge(startup.reads.export())
         self._track_loaded_files()
         self._sync_signal()
-        self.tracker.contributions.update(_adopt_startup())
         if set(self.modules.project()) - set(self.tracker.contributions):
             self.replay = spawn_replay(lambda: load(self.spec), self.tracker)
         self.watch_error = self.watcher.start()
@@ -225,8 +231,8 @@ class Reloader:
         returned, ``index`` has been emptied (its tests released, so that stale classes can
         be collected): the caller must switch to ``report.index``.
         """
-        if self.replay is not None and self.replay.finished():
-            self._contributions()  # collect the startup replay's result, reap the child
+        if self.replay is not None:
+            self._contributions()  # wait for the startup replay: it knows the data files
         hints = self.watcher.take()
         if not (force or hints or self._scan_next or self._signalled()):
             return None  # nothing was written in a tracked directory since the last apply
@@ -261,7 +267,10 @@ class Reloader:
             self.tests.clear()
         changed: set[str] = set()
         for path in paths:
-            changed.update(self.modules.names_for(path), module_names(path))
+            changed.update(self.modules.names_for(path), self.tracker.reads.readers(path))
+            if file_kind(path) is not None:
+                changed.update(module_names(path))
+        changed.discard(LOADER)  # a read of the load itself: rediscovery is enough
         affected = self.graph.importers_closure(changed, self.modules.project())
         old_ids = list(index.ids)
         release(index)
@@ -303,7 +312,16 @@ class Reloader:
                         "module (installed, or imported from outside the watched roots): "
                         "it cannot be reloaded in place"
                     )
+        reads = self.tracker.reads
+        for path in changes.paths():
+            for name in sorted(reads.readers(path) & reads.foreign):
+                return (
+                    f"{_show(path)} changed, and module {name}, which read it while it was "
+                    "imported, is not a project module: it cannot be reloaded in place"
+                )
         for path in changes.added:
+            if file_kind(path) is None:
+                continue
             for name in module_names(path):
                 loaded = self.modules.file_of(name)
                 if loaded is not None and loaded != path and name in sys.modules:
@@ -377,8 +395,12 @@ class Reloader:
         if self.replay is not None:
             measured = self.replay.result()
             self.replay = None
-            for name, targets in (measured or {}).items():
-                self.tracker.contributions.setdefault(name, targets)
+            if measured is not None:
+                for name, targets in measured[0].items():
+                    self.tracker.contributions.setdefault(name, targets)
+                self.tracker.reads.merge(measured[1])
+                self._track_loaded_files(late=True)
+                self._scan_next = True
         return self.tracker.contributions
 
     def _load(self) -> TestIndex:
@@ -398,10 +420,15 @@ class Reloader:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _track_loaded_files(self) -> None:
-        """Track the directories of loaded project modules, and the files of loaded modules
-        below the roots that are not project modules (a change to those means a restart)."""
+    def _track_loaded_files(self, *, late: bool = False) -> None:
+        """Track the directories of loaded project modules, the files of loaded modules
+        below the roots that are not project modules (a change to those means a restart),
+        and the files and directories that modules read while they were imported (``late``:
+        measured by the replay child, so possibly changed since: reported once)."""
         self.modules.refresh()
+        files, dirs = self.tracker.reads.all_files(), self.tracker.reads.all_dirs()
+        self.tree.track_data(files, dirs, unknown=late)
+        self.watcher.watch_data(files, dirs)
         for name, path in self.modules.below_roots().items():
             if self.tree.is_tracked_file(path):
                 continue
@@ -422,6 +449,7 @@ class Reloader:
         if self.signal is None or not self.signal.usable:
             return
         wanted = set(self.tree.dirs) | {os.path.dirname(path) for path in self.tree.files}
+        wanted |= self.tree.data_watch_dirs()
         self.signal.forget(self.signal.watched - wanted)
         new = wanted - self.signal.watched
         if new:

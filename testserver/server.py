@@ -525,6 +525,12 @@ class Server:
             number: signal.signal(number, self._on_signal)
             for number in (signal.SIGINT, signal.SIGTERM)
         }
+        self._old_handlers.update(reaping.forward_signals(self._signal_target))
+
+    def _signal_target(self) -> int | None:
+        """Where a test's signal to the server goes: the running worker, else nowhere (with
+        ``--isolation none`` the defaults are back while tests run, see run_in_process)."""
+        return None if self.batch is None else self.batch.worker_pid()
 
     def _restore_signals(self) -> None:
         signal.set_wakeup_fd(self._old_wakeup)

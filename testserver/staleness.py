@@ -85,13 +85,15 @@ def stale_holders(
     gc.unfreeze()
     gc.collect()
     alive = [(description, ref) for description, ref in stale if ref() is not None]
+    alive.sort(key=lambda item: not item[0].startswith("module "))  # the likeliest holder first
     stale_ids = {id(ref()) for _, ref in alive}
     holders: set[str] = set()
     for description, ref in alive:
         obj = ref()
         if obj is None:
             continue
-        owner, where = _find_holder(obj, stale_ids)
+        found = _module_holder(obj) if isinstance(obj, types.ModuleType) else None
+        owner, where = found if found is not None else _find_holder(obj, stale_ids)
         del obj
         if owner is None or owner not in unaffected:
             return holders, (
@@ -197,6 +199,19 @@ def _find_holder(obj: object, stale_ids: set[int]) -> tuple[str | None, str]:
             del referrers
         frontier = following
     return None, "an object outside the project's modules (or C code)"
+
+
+def _module_holder(module: types.ModuleType) -> tuple[str, str] | None:
+    """The loaded module that keeps a purged module object as a global (``import fixtures``
+    in an installed library), found directly: a walk up from the module's classes would
+    visit every function of the module first."""
+    for name, loaded in list(sys.modules.items()):
+        if loaded is module:
+            return None  # still loaded: not a purged module
+        for key, value in list(namespace_of(loaded).items()):
+            if value is module:
+                return name, f"the global {key!r} of module {name}"
+    return None
 
 
 def process_state() -> tuple[object, ...]:

@@ -10,10 +10,12 @@ purged, what its last execution added elsewhere must go too.
 - :class:`StateTracker`, while active, hands project source modules a loader whose
   ``exec_module`` compares the fingerprints of the project modules they import before and
   after they run. ``contributions[m]`` is the set of modules whose state the last execution
-  of ``m`` changed (a failed execution counts, up to where it failed).
+  of ``m`` changed (a failed execution counts, up to where it failed). Its ``reads``
+  (:class:`testserver.importreads.ImportReads`) record, over the same imports, the files
+  each module read and the directories it listed: the module's data sources.
 - :func:`spawn_replay` measures this for the modules loaded at startup, before any tracker
   existed: a forked child purges the project, imports it again with a tracker on, and sends
-  the relation back as JSON through a pipe (:class:`Replay`).
+  the relation (and the reads) back as JSON through a pipe (:class:`Replay`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 import types
 from collections.abc import Callable, Iterator
 
+from testserver.importreads import LOADER, ImportReads
 from testserver.modulegraph import ImportGraph, ModuleMap, namespace_of
 
 __all__ = ["Replay", "StateTracker", "spawn_replay", "state_fingerprint"]
@@ -91,6 +94,8 @@ class StateTracker:
         """Module name -> project modules whose state its last tracked execution changed."""
         self.executed: list[str] = []
         """Modules executed during the current (or last) :meth:`tracking` block."""
+        self.reads = ImportReads(modules.roots, modules.is_project)
+        """The files and directories each module read while it was imported."""
         self.active = False
         self._finder = _TrackingFinder(self)
         self._stack: list[dict[str, object]] = []
@@ -100,10 +105,12 @@ class StateTracker:
     def tracking(self) -> Iterator[None]:
         """Track the imports made inside the ``with`` block."""
         self.executed = []
+        self.reads.reset(LOADER)  # the load runs again: what it reads is recorded anew
         sys.meta_path.insert(0, self._finder)
         self.active = True
         try:
-            yield
+            with self.reads.recording():
+                yield
         finally:
             self.active = False
             with contextlib.suppress(ValueError):
@@ -113,6 +120,7 @@ class StateTracker:
 
     def before(self, name: str, path: str) -> None:
         if self.active:
+            self.reads.reset(name)
             deps = self._deps(name, path)
             self._stack.append({d: state_fingerprint(sys.modules.get(d)) for d in deps})
 
@@ -203,6 +211,10 @@ def _tracking_loader(loader: object, tracker: StateTracker, path: str) -> object
     return wrapped
 
 
+ReplayResult = tuple[dict[str, set[str]], dict[str, dict[str, list[str]]]]
+"""What the replay child measured: contributions, and reads as :meth:`ImportReads.export`."""
+
+
 class Replay:
     """A forked child measuring the contributions of the modules loaded at startup."""
 
@@ -223,8 +235,9 @@ class Replay:
         self.pid = -1
         return True
 
-    def result(self, timeout: float = REPLAY_TIMEOUT) -> dict[str, set[str]] | None:
-        """Wait for the child; its relation, or ``None`` if it failed or took too long."""
+    def result(self, timeout: float = REPLAY_TIMEOUT) -> ReplayResult | None:
+        """Wait for the child; its contributions and reads (see :meth:`ImportReads.export`),
+        or ``None`` if it failed or took too long."""
         data = bytearray()
         deadline = time.monotonic() + timeout
         try:
@@ -239,8 +252,10 @@ class Replay:
         finally:
             self.close()
         try:
-            return {k: set(v) for k, v in json.loads(bytes(data)).items()}
-        except (ValueError, AttributeError, TypeError):
+            decoded = json.loads(bytes(data))
+            contributions = {k: set(v) for k, v in decoded["contributions"].items()}
+            return contributions, dict(decoded["reads"])
+        except (ValueError, AttributeError, TypeError, KeyError):
             return None
 
     def close(self) -> None:
@@ -290,7 +305,9 @@ def _replay_child(
         importlib.invalidate_caches()
         with tracker.tracking():
             load_project()
-        data = json.dumps({k: sorted(v) for k, v in tracker.contributions.items()}).encode()
+        contributions = {k: sorted(v) for k, v in tracker.contributions.items()}
+        reads = tracker.reads.export()
+        data = json.dumps({"contributions": contributions, "reads": reads}).encode()
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -12,17 +12,20 @@ test runs:
   loaded project modules) with its stat key and the SHA-256 of its content, and the stat key
   of every directory it tracks. :meth:`SourceTree.poll` stats all of them (a few microseconds
   each), re-lists a directory whose key changed, and hashes a file whose key changed. Watcher
-  events are only hints: paths to look at as well.
+  events are only hints: paths to look at as well. It also tracks *data*: the files that
+  modules read while they were imported (any name, hashed like sources) and the directories
+  they listed (statted, and re-listed when their key changes: an entry added, removed or
+  renamed is a change of the directory), recorded by :mod:`testserver.importreads`.
 
 Why not trust the watcher thread: a client that saves a file and sends ``run-tests`` at once
 expects the new content, and the observer thread may not have seen the event yet (the kernel
 has queued it, but the thread has not run). Two synchronous ways see every write that
 finished before the command arrived:
 
-- :class:`ChangeSignal` (Linux): our own non-blocking inotify descriptor on the tracked
-  directories. The kernel queues an event inside the writer's ``write``/``rename`` call, so
-  "nothing queued" at a command means "nothing changed": the scan is skipped, and a command
-  costs one ``read`` that fails with ``EAGAIN``.
+- :class:`testserver.changesignal.ChangeSignal` (Linux): our own non-blocking inotify
+  descriptor on the tracked directories. The kernel queues an event inside the writer's
+  ``write``/``rename`` call, so "nothing queued" at a command means "nothing changed": the
+  scan is skipped, and a command costs one ``read`` that fails with ``EAGAIN``.
 - the stat scan, which runs whenever the signal says something happened, when it is not
   available (other systems, no inotify watches left), and always with ``--poll`` (network
   and container mounts do not deliver inotify events for changes made elsewhere).
@@ -37,9 +40,6 @@ mtime and size unchanged. Bytecode caches are not this module's business (see re
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import hashlib
 import importlib.machinery
 import os
@@ -54,7 +54,6 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 __all__ = [
     "ChangeRecorder",
-    "ChangeSignal",
     "FileState",
     "SourceTree",
     "TreeChanges",
@@ -91,15 +90,6 @@ READ_CHUNK = 1 << 20
 
 UNREADABLE = b"unreadable"
 """Digest recorded for a file that exists but cannot be read (the import will report why)."""
-
-INOTIFY_MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800
-"""IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE, IN_MOVED_FROM/TO, IN_CREATE, IN_DELETE, and the
-directory itself deleted or moved: every way a source file can change; not reads."""
-
-INOTIFY_ONLYDIR = 0x01000000
-
-SIGNAL_READ_SIZE = 1 << 16
-"""Bytes drained from the inotify descriptor per read; the events themselves are not parsed."""
 
 Key = tuple[int, int, int, int]
 """What a stat says about a file or directory: (mtime_ns, size, inode, ctime_ns)."""
@@ -154,6 +144,9 @@ class ChangeRecorder(FileSystemEventHandler):
         self.roots = [os.path.join(os.path.realpath(r), "") for r in roots]
         self._lock = threading.Lock()
         self._paths: set[str] = set()
+        self.data: frozenset[str] = frozenset()
+        """Data files and listed directories: relevant whatever their name, and so is every
+        entry of a listed directory (replaced whole, never mutated: read without the lock)."""
 
     def dispatch(self, event: FileSystemEvent) -> None:
         if event.event_type in IGNORED_EVENT_TYPES:
@@ -173,6 +166,8 @@ class ChangeRecorder(FileSystemEventHandler):
         return paths
 
     def _relevant(self, path: str, is_directory: bool) -> bool:
+        if path in self.data or os.path.dirname(path) in self.data:
+            return True
         below = path
         for root in self.roots:
             if path.startswith(root):
@@ -200,6 +195,8 @@ class Watcher:
         self.observer = observer if observer is not None else _default_observer(poll)
         self.error: str | None = None
         self._started = False
+        self._extra: set[str] = set()
+        self._data_dirs: set[str] = set()
 
     def start(self) -> str | None:
         """Schedule every root and start the observer; return why that failed, or ``None``.
@@ -213,6 +210,7 @@ class Watcher:
                 self.observer.schedule(self.recorder, root, recursive=True)
             self.observer.start()
             self._started = True
+            self._schedule_data()
         except Exception as error:  # noqa: BLE001 - any watchdog failure only costs latency
             self.error = f"file watching is off ({type(error).__name__}: {error})"
             self._stop()
@@ -221,6 +219,27 @@ class Watcher:
     def take(self) -> set[str]:
         """The paths recorded since the last call."""
         return self.recorder.take()
+
+    def watch_data(self, files: Iterable[str], dirs: Iterable[str]) -> None:
+        """Also record events on these data files and listed directories; watch the
+        directories holding them that lie outside the roots (those not watched yet)."""
+        files, dirs = set(files), set(dirs)
+        self.recorder.data = frozenset(files | dirs)
+        self._data_dirs = {os.path.dirname(p) for p in files | dirs} | dirs
+        if self._started:
+            self._schedule_data()
+
+    def _schedule_data(self) -> None:
+        for path in sorted(self._data_dirs - self._extra):
+            if any(path == r or path.startswith(r + os.sep) for r in self.roots):
+                continue
+            if not os.path.isdir(path):
+                continue  # its parent's event (if watched) or the stat scan sees it later
+            try:
+                self.observer.schedule(self.recorder, path, recursive=False)
+            except Exception:  # noqa: BLE001, S112 - a hint lost: the stat scan still runs
+                continue
+            self._extra.add(path)
 
     def close(self) -> None:
         """Stop the observer thread and wait for it."""
@@ -243,85 +262,6 @@ def _default_observer(poll: bool) -> Any:
     from watchdog.observers import Observer
 
     return Observer()
-
-
-# ---------------------------------------------------------------------------------------------
-# The synchronous change signal
-
-
-class ChangeSignal:
-    """ "Did anything change in these directories since I last asked?", answered at once.
-
-    A private inotify descriptor (``IN_NONBLOCK``) with one watch per directory. Linux only;
-    elsewhere, or when a watch cannot be added (the per-user limit), :attr:`usable` is
-    false and the caller scans every time. Events are drained, never parsed: any event, an
-    overflow included, means "scan".
-    """
-
-    def __init__(self) -> None:
-        self.fd = -1
-        self.usable = False
-        self.watched: set[str] = set()
-        self._libc = _libc()
-        if self._libc is not None:
-            fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            if fd >= 0:
-                self.fd, self.usable = fd, True
-
-    def watch(self, directories: Iterable[str]) -> None:
-        """Watch the directories not watched yet (a vanished one drops its own watch)."""
-        if not self.usable:
-            return
-        for path in directories:
-            if path in self.watched:
-                continue
-            wd = self._libc.inotify_add_watch(  # type: ignore[union-attr]
-                self.fd, os.fsencode(path), INOTIFY_MASK | INOTIFY_ONLYDIR
-            )
-            if wd < 0 and ctypes.get_errno() != errno.ENOENT:
-                self.close()  # out of watches: the caller falls back to scanning
-                return
-            self.watched.add(path)
-
-    def forget(self, directories: Iterable[str]) -> None:
-        """Stop counting ``directories`` as watched (they vanished; watch them again if they
-        come back)."""
-        self.watched.difference_update(directories)
-
-    def pending(self) -> bool:
-        """True when an event arrived since the last call (or the signal is not usable)."""
-        if not self.usable:
-            return True
-        seen = False
-        while True:
-            try:
-                data = os.read(self.fd, SIGNAL_READ_SIZE)
-            except BlockingIOError:
-                return seen
-            except OSError:
-                self.close()
-                return True
-            if not data:
-                return seen
-            seen = True
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-        self.fd, self.usable = -1, False
-
-
-def _libc() -> Any:
-    """The C library, if it has inotify (Linux glibc and musl)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        libc.inotify_init1.argtypes = [ctypes.c_int]
-        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    except (OSError, AttributeError):
-        return None
-    return libc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,11 +318,17 @@ class SourceTree:
         self.suspect_after_ns = suspect_after_ns
         self.clock = clock
         self._initial = False
+        self._data_tracked = False
         self.files: dict[str, FileState] = {}
         self.dirs: dict[str, tuple[Key, bool, bool]] = {}
         """Directory -> (stat key, settled, deep). Deep directories have their files
         tracked and their subdirectories listed; shallow ones are only statted, to notice
         when they become packages."""
+        self.data_files: set[str] = set()
+        """Data files read at import: in :attr:`files` while they exist."""
+        self.listings: dict[str, tuple[Key | None, bool, frozenset[str] | None]] = {}
+        """Directory listed at import -> (stat key, settled, entry names); ``None`` when
+        it does not exist."""
 
     # -- building ------------------------------------------------------------------------
 
@@ -413,6 +359,43 @@ class SourceTree:
         """Hash ``path`` now (a file we learned about after it was imported)."""
         self._hash_into(path, changes=None)
 
+    def track_data(self, files: set[str], dirs: set[str], *, unknown: bool = False) -> None:
+        """Track exactly these data files and listed directories from now on (those new to
+        us are recorded as they are now; a missing file is looked for at every poll).
+
+        ``unknown``: the new ones were read some time ago, so they may have changed since;
+        the next poll reports them as changed.
+        """
+        self._initial, self._data_tracked = not self._data_tracked, True
+        try:
+            for path in self.data_files - files:
+                if file_kind(path) is None or not self._in_deep_dir(path):
+                    self.files.pop(path, None)
+            for path in files - self.data_files:
+                if path not in self.files and os.path.isfile(path):
+                    self._hash_into(path, changes=None)
+                    if unknown:  # as if edited after it was read: hashed and reported
+                        self.files[path] = FileState(self.files[path].key, None, False)
+            self.data_files = set(files)
+            for path in set(self.listings) - dirs:
+                del self.listings[path]
+            for path in dirs - set(self.listings):
+                key = _stat_key(path, directory=True)
+                names = _entry_names(path) if key is not None else None
+                if key is not None and (unknown or (self._initial and self._suspect(key))):
+                    key, names = None, frozenset({"\0unknown"})  # reported by the next poll
+                self.listings[path] = (key, key is not None and self._settled(key), names)
+        finally:
+            self._initial = False
+
+    def data_watch_dirs(self) -> set[str]:
+        """Directories to watch for data changes: the existing listed directories and the
+        parents of data files and listed directories (where they appear and vanish)."""
+        wanted = {p for p, (_, _, names) in self.listings.items() if names is not None}
+        for path in self.data_files | set(self.listings):
+            wanted.add(os.path.dirname(path))
+        return {p for p in wanted if os.path.isdir(p)}
+
     # -- polling -------------------------------------------------------------------------
 
     def poll(self, hints: Iterable[str] = (), *, full: bool = False) -> TreeChanges:
@@ -428,7 +411,28 @@ class SourceTree:
             self._hint(os.path.realpath(path), changes)
         for path in list(self.files):
             self._poll_file(path, changes, full)
+        self._poll_data(changes, full)
         return changes
+
+    def _poll_data(self, changes: TreeChanges, full: bool) -> None:
+        """Data files that (re)appeared, and listed directories whose entries changed."""
+        for path in sorted(self.data_files):
+            if path not in self.files and os.path.isfile(path):
+                self._hash_into(path, changes)
+        for path, (old_key, settled, old_names) in list(self.listings.items()):
+            key = _stat_key(path, directory=True)
+            if key is not None and key == old_key and settled and not full:
+                continue
+            names = _entry_names(path) if key is not None else None
+            self.listings[path] = (key, key is not None and self._settled(key), names)
+            if names == old_names:
+                continue
+            if old_names is None:
+                changes.added.append(path)
+            elif names is None:
+                changes.removed.append(path)
+            else:
+                changes.modified.append(path)
 
     def _poll_dir(self, path: str, changes: TreeChanges, full: bool) -> None:
         state = self.dirs.get(path)
@@ -525,6 +529,10 @@ class SourceTree:
         elif old.digest != digest:
             changes.modified.append(path)
 
+    def _in_deep_dir(self, path: str) -> bool:
+        state = self.dirs.get(os.path.dirname(path))
+        return state is not None and state[2]
+
     def _settled(self, key: Key) -> bool:
         return self.clock() - key[0] > RACY_WINDOW_NS
 
@@ -534,6 +542,13 @@ class SourceTree:
 
 def _is_package(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "__init__.py"))
+
+
+def _entry_names(path: str) -> frozenset[str] | None:
+    try:
+        return frozenset(os.listdir(path))
+    except OSError:
+        return None
 
 
 def _stat_key(path: str, *, directory: bool) -> Key | None:

@@ -372,7 +372,8 @@ def _child_main(
         _die_with_parent(parent)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # still blocked, see _spawn
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for number in (signal.SIGTERM, *reaping.FORWARDED_SIGNALS):
+            signal.signal(number, signal.SIG_DFL)  # the server's handlers are not the test's
         os.dup2(fds.stdin_r, 0)
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False), encoding="utf-8")
         sys.__stdin__ = sys.stdin

@@ -5,6 +5,9 @@ import signal
 import time
 import unittest
 
+IMPORT_PID = os.getpid()
+"""The pid at import time: under testserver, the server's (the module is imported there)."""
+
 
 def _wait_for_signal() -> None:
     for _ in range(2000):  # the handler runs between two bytecodes; give it the chance
@@ -61,6 +64,19 @@ class OwnSignals(unittest.TestCase):
     def test_g_sigterm_kills_the_process(self):
         os.kill(os.getpid(), signal.SIGTERM)
         _wait_for_signal()
+
+    def test_g2_signal_to_the_import_time_pid(self):
+        seen = []
+        previous = signal.signal(signal.SIGUSR1, lambda number, frame: seen.append(number))
+        try:
+            os.kill(IMPORT_PID, signal.SIGUSR1)
+            for _ in range(2000):
+                if seen:
+                    break
+                time.sleep(0.001)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        self.assertEqual(seen, [signal.SIGUSR1])
 
     def test_h_after_signals(self):
         pass
