@@ -1,4 +1,4 @@
-"""Following a worker's packets: the new splitter + BatchTracker vs today's BatchRun, in one run.
+"""Following a worker's packets: what the server's CRC check costs, measured in one run.
 
 Usage::
 
@@ -6,12 +6,11 @@ Usage::
 
 Builds the stream a worker writes for N tests (``inprogress``, a ``stdout`` attachment, then
 ``success``, with timestamps), cut into ``--chunk``-byte reads as from a pipe. Then times,
-round-robin so that drift hits both alike:
+round-robin so that drift hits both alike, ``BatchTracker.feed`` behind:
 
-- *today*: ``worker.split_packets`` and ``BatchRun._track`` (the flag peeking of batch.py,
-  with a full ``decode_packets`` for every test id it needs);
-- *core*: ``wire.splitting.split_packets`` and ``BatchTracker.feed`` (flags read once, the
-  test id read without decoding the packet).
+- *checked*: ``split_packets(checked=True)``, what ``BatchRun`` does with a worker's pipe
+  (length bounds and CRC32 of every packet: a test may write into the pipe);
+- *unchecked*: ``split_packets``, the header only.
 
 Both must agree on ``ran`` and ``outcomes``. Only the ratio means anything; cells are the
 median (min-max) seconds per pass over the stream.
@@ -24,11 +23,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-from testserver.batch import BatchRun
 from testserver.wire.batchtracking import BatchTracker
 from testserver.wire.packets import encode_status, file_packets
 from testserver.wire.splitting import split_packets
-from testserver.worker import split_packets as worker_split_packets
 
 START_NS = 1_704_067_200_000_000_000
 
@@ -48,26 +45,13 @@ def chunks(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def today(ids: list[str], reads: list[bytes]) -> Callable[[], dict[str, int]]:
-    def run() -> dict[str, int]:
-        batch = BatchRun("r", list(ids), spawner=None, write=lambda data: None)  # type: ignore[arg-type]
-        buffer = bytearray()
-        for data in reads:
-            buffer += data
-            for raw in worker_split_packets(buffer):
-                batch._track(raw)
-        return {"ran": batch.outcome.ran, **batch.outcome.outcomes}
-
-    return run
-
-
-def core(ids: list[str], reads: list[bytes]) -> Callable[[], dict[str, int]]:
+def tracking(ids: list[str], reads: list[bytes], *, checked: bool) -> Callable[[], dict]:
     def run() -> dict[str, int]:
         tracker = BatchTracker(ids)
         buffer = bytearray()
         for data in reads:
             buffer += data
-            for raw in split_packets(buffer):
+            for raw in split_packets(buffer, checked=checked):
                 tracker.feed(raw, 0.0)
         return {"ran": tracker.ran, **tracker.outcomes}
 
@@ -84,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     tests, repeats = (10_000, 3) if args.quick else (args.tests, args.repeats)
     ids, stream = make_stream(tests)
     reads = chunks(stream, args.chunk)
-    functions = {"today (batch.py)": today(ids, reads), "core (wire/)": core(ids, reads)}
+    functions = {
+        "checked": tracking(ids, reads, checked=True),
+        "unchecked": tracking(ids, reads, checked=False),
+    }
     results = {name: f() for name, f in functions.items()}
     assert len({str(r) for r in results.values()}) == 1, results
     samples: dict[str, list[float]] = {name: [] for name in functions}
@@ -96,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{tests} tests, {len(stream)} bytes in {len(reads)} reads, {repeats} rounds")
     for name, times in samples.items():
         print(f"  {name:18} {statistics.median(times):.4f} s ({min(times):.4f}-{max(times):.4f})")
-    ratios = [c / t for t, c in zip(*samples.values(), strict=True)]
-    print(f"ratio core / today: {statistics.median(ratios):.2f}x (median per round)")
+    ratios = [c / u for c, u in zip(*samples.values(), strict=True)]
+    print(f"ratio checked / unchecked: {statistics.median(ratios):.2f}x (median per round)")
     return 0
 
 

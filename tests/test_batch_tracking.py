@@ -13,6 +13,7 @@ from testserver.wire.control import encode_control
 from testserver.wire.events import FINAL_STATUSES, STATUSES, Packet
 from testserver.wire.packets import decode_packets, encode_packet, encode_status, file_packets
 from testserver.wire.splitting import (
+    CorruptStream,
     Kind,
     StreamOutOfSync,
     classify,
@@ -63,6 +64,37 @@ def test_split_keeps_a_partial_header() -> None:
 def test_split_refuses_a_stream_out_of_sync() -> None:
     with pytest.raises(StreamOutOfSync, match="out of sync at byte 0"):
         split_packets(bytearray(b"hello world"))
+
+
+@given(st.lists(packets, max_size=4), st.integers(0, 64))
+def test_checked_split_at_any_cut_agrees_with_the_unchecked_one(
+    items: list[Packet], cut: int
+) -> None:
+    encoded = [encode_packet(p) for p in items]
+    stream = b"".join(encoded)
+    buffer = bytearray(stream[:cut])
+    first = split_packets(buffer, checked=True)
+    buffer += stream[cut:]
+    assert first + split_packets(buffer, checked=True) == encoded
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (b"hello world", "a byte that does not start a packet"),
+        (encode_status("a.b", "success")[:-1] + b"\x00", "CRC does not match"),
+        (bytes([0xB3, 0x29, 0x01, 0x02, 0, 0, 0, 0]), "a packet length of 2 bytes"),
+    ],
+)
+def test_checked_split_gives_the_good_packets_before_bad_bytes(bad: bytes, reason: str) -> None:
+    """A test wrote into a worker's pipe: the packets before its bytes still count."""
+    good = encode_status("a.b", "inprogress")
+    buffer = bytearray(good + bad + good)
+    with pytest.raises(CorruptStream, match=reason) as caught:
+        split_packets(buffer, checked=True)
+    assert caught.value.packets == [good]
+    assert caught.value.sample == (bad + good)[:64]
+    assert buffer == bad + good
 
 
 @given(packets)
@@ -122,7 +154,7 @@ def test_an_id_requested_twice_needs_two_final_statuses() -> None:
     feed_run(tracker, "a", "success")
     result = tracker.result()
     assert (result.status, result.not_run) == ("incomplete", ("a",))
-    assert "1 requested test(s) got no final status" in (result.message or "")
+    assert "1 requested test(s) got no result" in (result.message or "")
 
 
 def test_unknown_ids_make_the_batch_incomplete() -> None:
@@ -162,6 +194,7 @@ def test_a_crash_fails_the_running_test_and_redispatches_the_rest() -> None:
     tracker = BatchTracker(["a", "b", "c"])
     tracker.started("a", 1.0)
     crash = tracker.worker_died("killed by signal 11 (SIGSEGV)", 2.0, cancelled=False)
+    assert crash is not None
     assert (crash.victim, crash.entry) == ("a", "a: killed by signal 11 (SIGSEGV)")
     assert not crash.synthetic
     assert tracker.redispatch() == ["b", "c"]
@@ -172,7 +205,7 @@ def test_a_crash_between_tests_fails_the_next_one() -> None:
     tracker = BatchTracker(["a", "b"])
     feed_run(tracker, "a", "success")
     crash = tracker.worker_died("exited with status 3", 1.0, cancelled=False)
-    assert crash.victim == "b" and "before this test started" in crash.cause
+    assert crash is not None and crash.victim == "b" and "before this test started" in crash.cause
     assert tracker.redispatch() == []
     assert tracker.result().status == "ok"
 
@@ -180,10 +213,29 @@ def test_a_crash_between_tests_fails_the_next_one() -> None:
 def test_a_crash_after_the_last_test_fails_a_synthetic_test() -> None:
     tracker = BatchTracker(["a"])
     feed_run(tracker, "a", "success")
-    crash = tracker.worker_died("exited with status 1", 1.0, cancelled=True)
-    assert crash.synthetic and crash.victim == WORKER_TEST_ID
-    assert crash.cause.startswith("cancelled (exited with status 1")
+    crash = tracker.worker_died("exited with status 1", 1.0, cancelled=False)
+    assert crash is not None and crash.synthetic and crash.victim == WORKER_TEST_ID
+    assert crash.cause == "exited with status 1"
     assert "after its last test" in crash.message
+
+
+@pytest.mark.parametrize("requested", [["a"], ["a", "b"]])
+def test_a_cancelled_worker_dying_between_tests_fails_no_test(requested: list[str]) -> None:
+    """Spec 4.5 item 2: no test was running (a fixture was), so no test is failed."""
+    tracker = BatchTracker(requested)
+    feed_run(tracker, "a", "success")
+    assert tracker.worker_died("exited with status 1", 1.0, cancelled=True) is None
+    assert (tracker.ran, tracker.crashes) == (1, [])
+    result = tracker.result(cancelled=True)
+    assert (result.status, result.not_run) == ("cancelled", tuple(requested[1:]))
+
+
+def test_a_cancelled_worker_dying_in_a_test_fails_it() -> None:
+    tracker = BatchTracker(["a", "b"])
+    tracker.started("a", 0.0)
+    crash = tracker.worker_died("killed by signal 9 (SIGKILL)", 1.0, cancelled=True)
+    assert crash is not None and crash.victim == "a"
+    assert crash.cause.startswith("cancelled (killed by signal 9")
 
 
 def test_timeouts_are_measured_from_the_test_start() -> None:

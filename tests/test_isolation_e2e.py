@@ -247,3 +247,22 @@ def test_a_server_whose_client_is_gone_cancels_and_exits(server):
     assert "client closed" in server.proc.stderr.read().decode()
     alive = [p for p, f in process_stats() if p in workers and f[0] != "Z"]
     assert not alive, f"workers outlived the server: {alive}"
+
+
+def test_a_cancelled_worker_killed_in_a_fixture_fails_no_test():
+    """Spec 4.5 item 2: no test was running when the cancel killed the worker."""
+    proc = ServerProcess("e2e_cancel_fixture", "-t", ".", "-s", "ecfixture")
+    try:
+        ids = tuple(f"ecfixture.test_waits.WaitsInFixture.test_{n}" for n in "ab")
+        proc.send(RunTests("fixture", ids))
+        prompt = wait_for_stdin_wanted(proc, None)  # null: a fixture reads, not a test
+        assert prompt.files(None, "stdout") == b"fixture waiting\n"
+        proc.send(Cancel("stop"))
+        transcript = proc.wait_complete("fixture", timeout=30)
+        complete = transcript.complete
+        assert complete["status"] == "cancelled"
+        assert transcript.statuses() == {}
+        assert complete["not_run"] == list(ids) and "crashes" not in complete
+        assert proc.wait_complete("stop").complete["cancelled"] == "fixture"
+    finally:
+        proc.kill()

@@ -9,79 +9,33 @@ reports the tests that never started as not run.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from testserver import reaping
 from testserver.capture import OutputCapture
 from testserver.execution import run_tests
-from testserver.results import TRACEBACK_MIME, output_packets
+from testserver.results import PacketResult, output_packets
 from testserver.subtests import packet_result
+from testserver.wire.batchtracking import BatchResult, BatchTracker, Crash
 from testserver.wire.control import decode_control
-from testserver.wire.events import FINAL_STATUSES, STATUSES
-from testserver.wire.packets import decode_packets, encode_status, file_packets
+from testserver.wire.packets import decode_packets
+from testserver.wire.splitting import CorruptStream, Kind, split_packets
 from testserver.worker import (
     READ_SIZE,
     WORKER_DONE,
-    CorruptStream,
     WorkerHandle,
     WorkerSpawner,
     describe_exit,
-    split_packets,
 )
-
-
-def finished_tests(data: bytes) -> list[tuple[str, str]]:
-    """``(test id, final status)`` of the runnable tests ending in ``data`` (packets we wrote)."""
-    finished = []
-    for raw in split_packets(bytearray(data)):
-        flags = (raw[1] << 8) | raw[2]
-        if flags & _TEST_ID and flags & _RUNNABLE and flags & 0x7 in _FINAL_CODES:
-            finished.append((decode_packets(raw)[0].test_id or "", STATUSES[flags & 0x7]))
-    return finished
-
-
-def never_finished(requested: list[str], finished: collections.Counter[str]) -> list[str]:
-    """Requested ids without a final status: cancelled, or skipped by a failed fixture."""
-    left = finished.copy()
-    missing = []
-    for test_id in requested:
-        if left[test_id] > 0:
-            left[test_id] -= 1
-        else:
-            missing.append(test_id)
-    return missing
-
 
 EXIT_CHECK_SECONDS = 0.1
 """Without a pidfd, how often a running worker is checked for an exit."""
 
 CANCEL_GRACE_SECONDS = 2.0
 """How long a cancelled worker may take to stop by itself before it is killed."""
-
-_RUNNABLE = 0x0100
-_TEST_ID = 0x0800
-_FILE = 0x0040
-_STATUS_CODES = {name: code for code, name in enumerate(STATUSES)}
-_FINAL_CODES = frozenset(_STATUS_CODES[name] for name in FINAL_STATUSES)
-_INPROGRESS = _STATUS_CODES["inprogress"]
-
-
-@dataclass
-class BatchOutcome:
-    """How a batch ended, for its ``testserver.complete`` event."""
-
-    status: str = "ok"
-    ran: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    not_run: list[str] = field(default_factory=list)
-    crashes: list[str] = field(default_factory=list)
-    message: str | None = None
 
 
 class BatchRun:
@@ -98,25 +52,21 @@ class BatchRun:
         spawner: WorkerSpawner,
         write: Callable[[bytes], None],
         *,
+        unknown: list[str] | tuple[str, ...] = (),
         timeout: float | None = None,
         subunit_version: str = "2.1",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.command_id = command_id
-        self.tests = test_ids
-        self.requested = list(test_ids)
+        self.tracker = BatchTracker(test_ids, unknown=unknown, timeout=timeout)
         self.spawner = spawner
         self.write = write
-        self.timeout = timeout
         self.subunit_version = subunit_version
         self.clock = clock
-        self.outcome = BatchOutcome(outcomes={name: 0 for name in sorted(FINAL_STATUSES)})
+        self.result: BatchResult | None = None
+        """The completion's fields, once :attr:`done`."""
         self.done = False
         self.cancelled = False
-        self._position = 0
-        self._current: str | None = None
-        self._current_started = 0.0
-        self._finished: collections.Counter[str] = collections.Counter()
         self._cancel_deadline: float | None = None
         self._worker: WorkerHandle | None = None
         self._buffer = bytearray()
@@ -128,10 +78,10 @@ class BatchRun:
 
     def start(self) -> None:
         """Hand the batch to a worker."""
-        if not self.tests:
+        if not self.tracker.tests:
             self._finish()
             return
-        self._dispatch(self.tests)
+        self._dispatch(self.tracker.tests)
 
     def fds(self) -> list[int]:
         """Fds to wait on for reading: the worker's events, and its exit where Linux can
@@ -153,8 +103,9 @@ class BatchRun:
         deadlines = []
         if self._cancel_deadline is not None:
             deadlines.append(self._cancel_deadline)
-        if self.timeout is not None and self._current is not None:
-            deadlines.append(self._current_started + self.timeout)
+        timeout = self.tracker.deadline()
+        if timeout is not None:
+            deadlines.append(timeout)
         if self._worker is not None and self._worker.pidfd < 0:
             deadlines.append(self.clock() + EXIT_CHECK_SECONDS)  # no pidfd: look now and then
         return min(deadlines) if deadlines else None
@@ -191,7 +142,7 @@ class BatchRun:
     def _take(self, worker: WorkerHandle, data: bytes) -> None:
         self._buffer += data
         try:
-            packets = split_packets(self._buffer)
+            packets = split_packets(self._buffer, checked=True)
         except CorruptStream as error:
             self._forward(worker, error.packets)
             if self._worker is worker:
@@ -285,11 +236,7 @@ class BatchRun:
         now = self.clock()
         if self._cancel_deadline is not None and now >= self._cancel_deadline:
             return True
-        return (
-            self.timeout is not None
-            and self._current is not None
-            and now >= self._current_started + self.timeout
-        )
+        return self.tracker.timed_out(now)
 
     def _dispatch(self, test_ids: list[str]) -> None:
         worker = self.spawner.take()
@@ -302,42 +249,13 @@ class BatchRun:
         worker.dispatch(self.command_id, test_ids)
 
     def _track(self, raw: bytes, worker: WorkerHandle) -> bool:
-        """Update what we know from one worker packet; return True to forward it."""
-        flags = (raw[1] << 8) | raw[2]
-        if not flags & _TEST_ID:
-            if flags & _FILE:
-                control = decode_control(decode_packets(raw)[0])
-                if control is not None and control[0] == WORKER_DONE:
-                    self._child_done = self._child_done or worker.is_done_event(control[1])
-                    return False
-            return True
-        if not flags & _RUNNABLE:
-            return True  # subtests are reported but do not move the batch along
-        status = flags & 0x7
-        if status == _INPROGRESS:
-            self._started(decode_packets(raw)[0].test_id or "")
-        elif status in _FINAL_CODES:
-            self._count(STATUSES[status])
+        """Follow one worker packet; return True to forward it (all but "done")."""
+        if self.tracker.feed(raw, self.clock()) is Kind.GLOBAL_FILE:
+            control = decode_control(decode_packets(raw)[0])
+            if control is not None and control[0] == WORKER_DONE:
+                self._child_done = self._child_done or worker.is_done_event(control[1])
+                return False
         return True
-
-    def _count(self, status: str) -> None:
-        """The current test ended with ``status``."""
-        self.outcome.ran += 1
-        self.outcome.outcomes[status] = self.outcome.outcomes.get(status, 0) + 1
-        if self._current is not None:
-            self._finished[self._current] += 1
-        self._current = None
-
-    def _started(self, test_id: str) -> None:
-        self._current = test_id
-        self._current_started = self.clock()
-        tests = self.tests
-        if self._position < len(tests) and tests[self._position] == test_id:
-            self._position += 1
-            return
-        # A fixture error such as "setUpClass (pkg.T)" is not one of the batch's ids.
-        with contextlib.suppress(ValueError):
-            self._position = tests.index(test_id, self._position) + 1
 
     def _on_worker_exit(self) -> None:
         worker = self._worker
@@ -355,54 +273,24 @@ class BatchRun:
         stdout, stderr = worker.leftover_output()
         self.spawner.release(worker)
         self._worker = None
-        if self.cancelled:
-            cause = f"cancelled ({cause} after the cancel request)"
-        elif (
-            self.timeout is not None
-            and self._current is not None
-            and self.clock() - self._current_started >= self.timeout
-        ):
-            cause = f"timed out after {self.timeout:g} s ({cause})"
-        victim = self._current
-        if victim is None and self._position < len(self.tests):
-            victim = self.tests[self._position]
-            self._position += 1
-            cause += " before this test started (in a fixture or at import?)"
-        message = f"testserver: the worker process running this test {cause}.\n"
-        if victim is None:
-            victim = "testserver.worker"
-            message = f"testserver: the worker process {cause} after its last test.\n"
-        self.outcome.crashes.append(f"{victim}: {cause}")
-        self._report_crash(victim, message, stdout, stderr)
-        self._current = victim
-        self._count("fail")
-        remaining = self.tests[self._position :]
-        if self.cancelled:
-            self._finish()
-        elif remaining:
-            self.tests = remaining
-            self._position = 0
-            self._dispatch(remaining)
+        crash = self.tracker.worker_died(cause, self.clock(), cancelled=self.cancelled)
+        if crash is None:  # cancelled between tests: no test failed, its output is global
+            self._report_outside_tests(stdout, stderr)
         else:
+            self._report_crash(crash, stdout, stderr)
+        remaining = self.tracker.redispatch()
+        if self.cancelled or not remaining:
             self._finish()
+        else:
+            self._dispatch(remaining)
 
-    def _report_crash(self, test_id: str, message: str, stdout: bytes, stderr: bytes) -> None:
-        version = self.subunit_version
-        parts = []
-        if test_id == "testserver.worker":
-            parts.append(
-                encode_status(test_id, "inprogress", time.time_ns(), subunit_version=version)
-            )
-        parts += output_packets(stdout, stderr, test_id=test_id, subunit_version=version)
-        parts += file_packets(
-            "traceback",
-            message.encode("utf-8"),
-            test_id=test_id,
-            mime_type=TRACEBACK_MIME,
-            subunit_version=version,
+    def _report_crash(self, crash: Crash, stdout: bytes, stderr: bytes) -> None:
+        """Fail the crash's victim with the worker's leftover output; its ``inprogress`` is
+        out already unless the victim is the synthetic :data:`WORKER_TEST_ID`."""
+        reporter = PacketResult(self.write, subunit_version=self.subunit_version)
+        reporter.report_failure(
+            crash.victim, crash.message, stdout=stdout, stderr=stderr, inprogress=crash.synthetic
         )
-        parts.append(encode_status(test_id, "fail", time.time_ns(), subunit_version=version))
-        self.write(b"".join(parts))
 
     def _report_outside_tests(self, stdout: bytes, stderr: bytes) -> None:
         """Output written after the last test (e.g. in tearDownModule): global attachments."""
@@ -413,10 +301,7 @@ class BatchRun:
     def _finish(self) -> None:
         self.done = True
         self._cancel_deadline = None
-        self.outcome.not_run = never_finished(self.requested, self._finished)
-        if self.cancelled:
-            self.outcome.status = "cancelled"
-            self.outcome.message = "the batch was cancelled"
+        self.result = self.tracker.result(cancelled=self.cancelled)
 
 
 def run_in_process(
@@ -427,21 +312,23 @@ def run_in_process(
     subunit_version: str,
     should_stop: Callable[[], bool],
     on_interrupt: Callable[[], None],
+    unknown: list[str] | tuple[str, ...] = (),
     subtests: str = "report",
-) -> BatchOutcome:
-    """Run ``found`` (``(id, test)`` pairs) in this process (``--isolation none``).
+) -> BatchTracker:
+    """Run ``found`` (``(id, test)`` pairs) in this process (``--isolation none``); the
+    returned tracker gives the completion (``result(interrupted=...)``).
 
     Inside a test SIGINT is Python's own ``KeyboardInterrupt``, as under unittest; one that
     the test does not handle calls ``on_interrupt`` and ends the batch, like a typed Ctrl-C
     (in one process the two cannot be told apart).
     """
-    outcome = BatchOutcome(outcomes=dict.fromkeys(sorted(FINAL_STATUSES), 0))
-    finished: collections.Counter[str] = collections.Counter()
+    tracker = BatchTracker([test_id for test_id, _ in found], unknown=unknown)
+    buffer = bytearray()
 
     def tracking_write(data: bytes) -> None:
-        for test_id, status in finished_tests(data):
-            finished[test_id] += 1
-            outcome.outcomes[status] += 1
+        buffer.extend(data)
+        for raw in split_packets(buffer):
+            tracker.feed(raw, 0.0)  # no timeout in one process: the time is never read
         write(data)
 
     result = packet_result(
@@ -454,6 +341,4 @@ def run_in_process(
     finally:
         signal.signal(signal.SIGINT, previous)
         reaping.restore_handlers(forwarded)
-    outcome.ran = sum(outcome.outcomes.values())
-    outcome.not_run = never_finished([test_id for test_id, _ in found], finished)
-    return outcome
+    return tracker

@@ -16,13 +16,14 @@ import time
 from dataclasses import dataclass
 
 from testserver import reaping
-from testserver.batch import BatchOutcome, BatchRun, run_in_process
+from testserver.batch import BatchRun, run_in_process
 from testserver.channel import PrivateChannel
 from testserver.fds import make_private
 from testserver.loading import TestIndex
 from testserver.results import PacketResult
 from testserver.server import PacketWriter, emit_output, list_packets
 from testserver.subtests import packet_result
+from testserver.wire.batchtracking import BatchResult
 from testserver.wire.packets import file_packets
 from testserver.worker import WorkerOptions, WorkerSpawner
 
@@ -64,21 +65,22 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
         result.report_missing(test_id)
     if options.isolation == "none":
         interrupted: list[int] = []
-        outcome = run_in_process(
+        tracker = run_in_process(
             found,
             write,
             channel.capture,
             subunit_version=version,
             should_stop=lambda: bool(interrupted),
             on_interrupt=lambda: interrupted.append(signal.SIGINT),
+            unknown=unknown,
             subtests=options.subtests,
         )
         reaping.sweep(set())
-        cancelled = bool(interrupted)
+        outcome = tracker.result(interrupted=bool(interrupted))
     else:
-        outcome, cancelled = _run_forked(index, channel, options, write, [i for i, _ in found])
-    _report_not_run(result, outcome.not_run, cancelled)
-    return EXIT_NOT_RUN if (cancelled or outcome.not_run or unknown) else 0
+        outcome = _run_forked(index, channel, options, write, [i for i, _ in found], unknown)
+    _report_not_run(result, list(outcome.not_run), outcome.status == "cancelled")
+    return 0 if outcome.status == "ok" else EXIT_NOT_RUN
 
 
 def _list(index: TestIndex, ids: list[str], write: PacketWriter, version: str) -> int:
@@ -119,7 +121,7 @@ def _report_not_run(result: PacketResult, not_run: list[str], cancelled: bool) -
         result.report_failure(test_id, f"testserver: this test was not run: {reason}.\n")
 
 
-def _run_forked(index, channel, options, write, ids: list[str]) -> tuple[BatchOutcome, bool]:
+def _run_forked(index, channel, options, write, ids: list[str], unknown: list[str]) -> BatchResult:
     spawner = WorkerSpawner(
         index,
         WorkerOptions(
@@ -134,6 +136,7 @@ def _run_forked(index, channel, options, write, ids: list[str]) -> tuple[BatchOu
         ids,
         spawner,
         write,
+        unknown=unknown,
         timeout=options.timeout,
         subunit_version=options.subunit_version,
     )
@@ -166,4 +169,5 @@ def _run_forked(index, channel, options, write, ids: list[str]) -> tuple[BatchOu
         os.close(wake_r)
         os.close(wake_w)
         spawner.close()  # waits for the worker and ends every process its tests left
-    return batch.outcome, batch.cancelled
+    assert batch.result is not None
+    return batch.result

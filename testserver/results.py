@@ -501,30 +501,38 @@ class PacketResult(unittest.TestResult):
                 f"testserver: no test with id {test_id!r} was found. List the tests "
                 "(list-tests, or --list) to see the available ids."
             )
-        now = self._clock()
-        parts = [self._status(test_id, "inprogress", now)]
-        reason = [("reason", TEXT_MIME, _encode(message) or b"unknown test id")]
-        self._write(self._finish(parts, test_id, "fail", reason, now=now))
+        self.report_failure(test_id, message or "unknown test id", attachment="reason")
 
     def report_failure(
-        self, test_id: str, message: str, *, stdout: bytes = b"", stderr: bytes = b""
+        self,
+        test_id: str,
+        message: str,
+        *,
+        stdout: bytes = b"",
+        stderr: bytes = b"",
+        attachment: str = "traceback",
+        inprogress: bool = True,
     ) -> None:
-        """Fail a test that crashed its worker or was cancelled.
+        """The one builder of a synthetic failed test: "this test failed because ...".
 
-        Writes ``stdout`` / ``stderr`` attachments (when non-empty), a ``traceback``
-        attachment with ``message``, then ``fail``. If ``test_id`` is the open test (its
-        ``inprogress`` is out), it is closed with its finished subtests and recorded
-        attachments; otherwise an ``inprogress`` comes first.
+        For a test that crashed its worker, was cancelled, was not run, or names no test.
+        Writes ``stdout`` / ``stderr`` attachments (when non-empty), ``message`` as a
+        ``traceback`` (or, with ``attachment="reason"``, a plain-text ``reason``), then
+        ``fail``. If ``test_id`` is the open test (its ``inprogress`` is out), it is closed
+        with its finished subtests and recorded attachments; otherwise an ``inprogress``
+        comes first, unless ``inprogress`` is false (the worker that started it wrote it).
         """
         current = self._open
         attachments = self._output(stdout, stderr)
+        parts: list[bytes] = []
         if current is not None and current.test_id == test_id:
             self._close_open()
             parts = current.subtests or []
             attachments += current.attachments or ()
-        else:
+        elif inprogress:
             parts = [self._status(test_id, "inprogress", self._clock())]
-        attachments.append(("traceback", TRACEBACK_MIME, _encode(message) or NO_DETAILS))
+        mime = TEXT_MIME if attachment == "reason" else TRACEBACK_MIME
+        attachments.append((attachment, mime, _encode(message) or NO_DETAILS))
         self._write(self._finish(parts, test_id, "fail", attachments))
 
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from testserver import __version__, reaping
-from testserver.batch import BatchOutcome, BatchRun, run_in_process
+from testserver.batch import BatchRun, run_in_process
 from testserver.channel import PrivateChannel
 from testserver.fds import make_private
 from testserver.loading import LoadSpec, TestIndex
 from testserver.results import PacketResult, output_packets
 from testserver.wire import control
+from testserver.wire.batchtracking import BatchResult
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
 from testserver.wire.errors import FrameError, LocalProtocolError
 from testserver.wire.framing import DEFAULT_MAX_PAYLOAD, FrameDecoder, encode_command
@@ -109,20 +110,6 @@ def list_packets(ids: tuple[str, ...] | list[str], version: str) -> list[bytes]:
     return chunks
 
 
-def incomplete_message(not_run: list[str], unknown: list[str]) -> str:
-    """The completion message of a batch that ran to its end without every requested test."""
-    parts = []
-    if not_run:
-        parts.append(
-            f"{len(not_run)} requested test(s) got no result: their class or module fixture "
-            "failed (reported as its own error), or something replaced or broke unittest's "
-            "TestCase.run (see not_run)"
-        )
-    if unknown:
-        parts.append(f"{len(unknown)} requested id(s) name no loaded test (see unknown)")
-    return "; ".join(parts)
-
-
 class Server:
     """One warm server: a loaded :class:`TestIndex` behind a private channel."""
 
@@ -147,7 +134,6 @@ class Server:
         self.queue: collections.deque[Command] = collections.deque()
         self.batch: BatchRun | None = None
         self.batch_command: RunTests | None = None
-        self.batch_unknown: list[str] = []
         self.pending_cancels: list[Cancel] = []
         self.input_closed = False
         self.stopping = False
@@ -414,65 +400,53 @@ class Server:
                 reporter.report_missing(test_id)
         ids = [test_id for test_id, _ in found]
         if self.options.isolation == "none":
-            outcome = self._run_in_process(found)
-            self._send_batch_complete(command, outcome, unknown)
+            self._send_batch_complete(command, self._run_in_process(found, unknown))
             return
         batch = BatchRun(
             command.id,
             ids,
             self.spawner,
             self.write,
+            unknown=unknown,
             timeout=self.options.timeout,
             subunit_version=self.version,
         )
-        self.batch, self.batch_command, self.batch_unknown = batch, command, unknown
+        self.batch, self.batch_command = batch, command
         if self.input_closed:
             batch.send_stdin(b"")
         batch.start()
         if batch.done:
             self._batch_finished()
 
-    def _run_in_process(self, found: list) -> BatchOutcome:
-        outcome = run_in_process(
+    def _run_in_process(self, found: list, unknown: list[str]) -> BatchResult:
+        tracker = run_in_process(
             found,
             self.write,
             self.channel.capture,
             subunit_version=self.version,
             should_stop=lambda: bool(self.signals),
             on_interrupt=lambda: self.signals.append(signal.SIGINT),
+            unknown=unknown,
             subtests=self.options.subtests,
         )
         reaping.sweep(set())  # no workers here: every child left is a test's
-        if self.signals:  # left for _handle_signals: SIGTERM must still stop the server
-            outcome.status, outcome.message = "cancelled", "the batch was interrupted"
-        return outcome
+        # self.signals is left for _handle_signals: SIGTERM must still stop the server
+        return tracker.result(interrupted=bool(self.signals))
 
     def _batch_finished(self) -> None:
         batch, command = self.batch, self.batch_command
         assert batch is not None and command is not None
         self.batch = self.batch_command = None
-        self._send_batch_complete(command, batch.outcome, self.batch_unknown)
+        assert batch.result is not None
+        self._send_batch_complete(command, batch.result)
         for cancel in self.pending_cancels:
             self._complete(cancel, cancelled=command.id)
         self.pending_cancels.clear()
         if self.options.isolation == "fork" and not self.stopping:
             self.spawner.prepare_standby()
 
-    def _send_batch_complete(
-        self, command: RunTests, outcome: BatchOutcome, unknown: list[str]
-    ) -> None:
-        extra: dict[str, Any] = {
-            "ran": outcome.ran,
-            "outcomes": outcome.outcomes,
-            "unknown": unknown,
-            "not_run": outcome.not_run,
-        }
-        if outcome.crashes:
-            extra["crashes"] = outcome.crashes
-        status, message = outcome.status, outcome.message
-        if status == "ok" and (outcome.not_run or unknown):
-            status, message = "incomplete", incomplete_message(outcome.not_run, unknown)
-        self._complete(command, status=status, message=message, **extra)
+    def _send_batch_complete(self, command: RunTests, result: BatchResult) -> None:
+        self._complete(command, status=result.status, message=result.message, **result.fields())
 
     def _stdin(self, command: Stdin) -> None:
         if self.batch is None:

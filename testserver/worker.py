@@ -17,7 +17,7 @@ after a crash. All of them are private descriptors (:mod:`testserver.fds`); befo
 test the child closes every descriptor the tests do not own, so a test sees the descriptor
 table of a plain interpreter, and the parent checks every packet it reads (signature, length,
 CRC) before forwarding it, so bytes a test writes into the events pipe cannot reach the
-client (:class:`CorruptStream`).
+client (:class:`~testserver.wire.splitting.CorruptStream`).
 
 Signals inside the worker are the test's business, as under ``python -m unittest``: SIGINT
 raises ``KeyboardInterrupt`` (Python's default handler), and a SIGINT sent by the test
@@ -33,7 +33,6 @@ import signal
 import sys
 import time
 import traceback
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
@@ -78,66 +77,6 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-class CorruptStream(Exception):
-    """A worker's events pipe carried bytes that are not a packet the worker wrote.
-
-    A test wrote into the pipe (it can find every descriptor of its process). The packets
-    before the bad bytes were good and have been returned; nothing after them is trusted.
-    """
-
-    def __init__(self, packets: list[bytes], sample: bytes, reason: str) -> None:
-        super().__init__(reason)
-        self.packets = packets
-        self.sample = sample
-        self.reason = reason
-
-
-_SIGNATURE = 0xB3
-_MAX_PACKET = 4 * 1024 * 1024
-"""A subunit v2 packet is at most 4 MiB; a longer length field is garbage."""
-
-
-def split_packets(buffer: bytearray) -> list[bytes]:
-    """Remove and return the complete subunit packets at the start of ``buffer``.
-
-    For a worker's stream: each packet is checked (signature, length, CRC32), and the first
-    bad one raises :class:`CorruptStream` carrying the good packets before it.
-    """
-    packets = []
-    pos = 0
-    size = len(buffer)
-    try:
-        while size - pos >= 4:
-            if buffer[pos] != _SIGNATURE:
-                raise _bad(buffer, pos, "a byte that does not start a packet")
-            first = buffer[pos + 3]
-            width = (first >> 6) + 1
-            if size - pos < 3 + width:
-                break
-            length = first & 0x3F
-            for i in range(1, width):
-                length = (length << 8) | buffer[pos + 3 + i]
-            if not 3 + width + 4 <= length <= _MAX_PACKET:
-                raise _bad(buffer, pos, f"a packet length of {length} bytes")
-            if size - pos < length:
-                break
-            end = pos + length
-            if zlib.crc32(buffer[pos : end - 4]) != int.from_bytes(buffer[end - 4 : end], "big"):
-                raise _bad(buffer, pos, "a packet whose CRC does not match")
-            packets.append(bytes(buffer[pos:end]))
-            pos = end
-    except CorruptStream as error:
-        error.packets = packets
-        raise
-    finally:
-        del buffer[:pos]
-    return packets
-
-
-def _bad(buffer: bytearray, pos: int, what: str) -> CorruptStream:
-    return CorruptStream([], bytes(buffer[pos : pos + 64]), what)
 
 
 @dataclass

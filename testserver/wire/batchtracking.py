@@ -89,7 +89,11 @@ def incomplete_message(not_run: int, unknown: int) -> str:
     """Why a batch that ran to its end is ``incomplete``."""
     parts = []
     if not_run:
-        parts.append(f"{not_run} requested test(s) got no final status (see not_run)")
+        parts.append(
+            f"{not_run} requested test(s) got no result: their class or module fixture "
+            "failed (reported as its own error), or something replaced or broke unittest's "
+            "TestCase.run (see not_run)"
+        )
     if unknown:
         parts.append(f"{unknown} requested id(s) name no loaded test (see unknown)")
     return "; ".join(parts)
@@ -156,12 +160,15 @@ class BatchTracker:
         self.finished[test_id] += 1
         self.current = None
 
-    def worker_died(self, exit_description: str, now: float, *, cancelled: bool) -> Crash:
+    def worker_died(self, exit_description: str, now: float, *, cancelled: bool) -> Crash | None:
         """The worker ended before its batch did: fail the test it was running.
 
         The victim is the running test, else the next one (it died in a fixture or at
-        import), else :data:`WORKER_TEST_ID`. The victim counts as one ``fail``.
+        import), else :data:`WORKER_TEST_ID`. The victim counts as one ``fail``. A cancelled
+        worker that dies while no test runs fails no test (spec 4.5): ``None``, no crash.
         """
+        if cancelled and self.current is None:
+            return None
         cause = exit_description
         if cancelled:
             cause = f"cancelled ({cause} after the cancel request)"

@@ -247,7 +247,7 @@ class ServerSession:
         assert tracker is not None
         crash = tracker.worker_died(exit_description, now, cancelled=self.cancelled)
         self.killed = False
-        actions: list[Action] = [ReportCrash(crash)]
+        actions: list[Action] = [] if crash is None else [ReportCrash(crash)]
         rest = [] if self.cancelled else tracker.redispatch()
         if rest:
             actions.append(Dispatch(tuple(rest), close_stdin=self.input_closed))
