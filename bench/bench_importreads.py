@@ -1,4 +1,4 @@
-"""What recording the data read at import time costs (``testserver.importreads``).
+"""What recording the data read at import time costs (``testserver.hotreload.importreads``).
 
     python bench/bench_importreads.py [--quick] [--events N] [--modules N] [--repeats N]
 
@@ -26,14 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from testserver.importreads import ImportReads
+from testserver.hotreload.importreads import ImportReads
 
 LOAD = """\
 import sys, time
 sys.path.insert(0, {root!r})
 record = {record!r}
 if record:
-    from testserver.importreads import ImportReads
+    from testserver.hotreload.importreads import ImportReads
     reads = ImportReads([{root!r}], lambda name: True)
     recording = reads.recording()
     recording.__enter__()

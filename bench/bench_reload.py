@@ -283,8 +283,8 @@ def measure_edits(
 
 def measure_scan(target: Target) -> dict[str, Any]:
     """Per-command cost of the reload check on an unchanged tree."""
-    from testserver.loading import LoadSpec, load
-    from testserver.reloading import Reloader
+    from testserver.engine.loading import LoadSpec, load
+    from testserver.hotreload.reloader import Reloader
 
     cwd, path = os.getcwd(), list(sys.path)
     os.chdir(target.root)

@@ -15,7 +15,7 @@ On the heavy-import suite S3 (``bench/gensuites.py``: 1,000 tests, every module 
 Each way runs in two copies of S3 that differ only in ``.testr.conf``'s ``test_command``:
 ``python -m subunit.run discover -t . -s s3 $LISTOPT $IDOPTION`` (cold: every backend imports
 the suite) and ``testserver-client discover ...`` (warm: a daemon keeps the loaded suite;
-``python -m testserver.shim`` when the console script is not installed). It also times the
+``python -m testserver.backends.testr`` when the console script is not installed). It also times the
 backend command alone, and testr with a backend that does nothing (``true``: testr's own
 floor, which bounds any ratio). Rounds interleave cold and warm so that machine drift hits
 both alike; each cell is ``median (min-max)`` over the rounds, after one discarded warm-up
@@ -58,7 +58,7 @@ def client_command() -> str:
     script = BIN / "testserver-client"
     if script.exists():
         return str(script)
-    return f"{sys.executable} -m testserver.shim"
+    return f"{sys.executable} -m testserver.backends.testr"
 
 
 def backends() -> dict[str, str]:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     samples.setdefault(f"{how}/{variant}", []).append(seconds)
             print(f"round {round_number}/{rounds} done", file=sys.stderr)
     finally:
-        stop = [sys.executable, "-m", "testserver.daemon", "stop"]
+        stop = [sys.executable, "-m", "testserver.backends.daemon", "stop"]
         subprocess.run(stop, env=env, capture_output=True, check=False, cwd=tempfile.gettempdir())
         shutil.rmtree(runtime, ignore_errors=True)
 

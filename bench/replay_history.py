@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from testserver.client import Client, ClientError
-from testserver.importreads import DISABLE_VARIABLE
+from testserver.clients.client import Client, ClientError
+from testserver.hotreload.importreads import DISABLE_VARIABLE
 from testserver.wire.commands import ListTests, RunTests
 from testserver.wire.control import RELOAD, decode_control
 from testserver.wire.events import FINAL_STATUSES, Packet

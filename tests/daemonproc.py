@@ -1,7 +1,8 @@
 """A private warm-server daemon for a test, driven through its real commands.
 
 :class:`DaemonHandle` gives a test its own ``TESTSERVER_DAEMON_DIR``, hence its own daemon, runs
-the client (``python -m testserver.shim``) and ``testserver daemon`` commands there, and on
+the client (``python -m testserver.backends.testr``) and ``testserver daemon`` commands there, and
+on
 :meth:`~DaemonHandle.close` stops the daemon and checks that the daemon, its servers and their
 workers are all gone. Used by ``tests/test_daemon.py`` and ``tests/test_testr_warm.py``.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from serverproc import PROJECTS, process_stats, project_copy
 
-from testserver import project, shim
+from testserver.backends import testr
+from testserver.clients import project
 
 
 def copy_project(name: str, tmp_path: Path) -> Path:
@@ -67,7 +69,7 @@ class DaemonHandle:
 
     def __init__(self) -> None:
         self.runtime = Path(tempfile.mkdtemp(prefix="tsd-"))  # short: sun_path is 108 bytes
-        self.env = {k: v for k, v in os.environ.items() if k != shim.NO_DAEMON_ENV}
+        self.env = {k: v for k, v in os.environ.items() if k != testr.NO_DAEMON_ENV}
         self.env[project.DAEMON_DIR_ENV] = str(self.runtime / "testserver")
         self.pids: set[int] = set()
         self.elsewhere = Path(tempfile.gettempdir())
@@ -79,8 +81,8 @@ class DaemonHandle:
         return self.runtime / "testserver"
 
     def client(self, project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        """Run ``python -m testserver.shim ARGS`` in ``project``."""
-        return self.command(project, ["-m", "testserver.shim", *args], **kwargs)
+        """Run ``python -m testserver.backends.testr ARGS`` in ``project``."""
+        return self.command(project, ["-m", "testserver.backends.testr", *args], **kwargs)
 
     def oneshot(self, project: Path, *args: str) -> subprocess.CompletedProcess:
         return self.command(project, ["-m", "testserver", *args])
@@ -93,7 +95,7 @@ class DaemonHandle:
         )
 
     def status(self) -> dict:
-        result = self.command(self.elsewhere, ["-m", "testserver.daemon", "status"])
+        result = self.command(self.elsewhere, ["-m", "testserver.backends.daemon", "status"])
         status = json.loads(result.stdout)
         if status["running"]:
             self.pids.add(status["pid"])
@@ -105,7 +107,7 @@ class DaemonHandle:
         return sorted(server["pid"] for server in self.status()["servers"])
 
     def stop(self) -> None:
-        result = self.command(self.elsewhere, ["-m", "testserver.daemon", "stop"])
+        result = self.command(self.elsewhere, ["-m", "testserver.backends.daemon", "stop"])
         assert result.returncode == 0, result.stderr
 
     def close(self) -> None:
@@ -114,6 +116,6 @@ class DaemonHandle:
             self.stop()
             left = {pid: describe(pid) for pid in self.pids if not gone(pid)}
             assert not left, f"processes left after stop: {left}"
-            assert not (self.directory / shim.SOCKET_NAME).exists()
+            assert not (self.directory / testr.SOCKET_NAME).exists()
         finally:
             shutil.rmtree(self.runtime, ignore_errors=True)

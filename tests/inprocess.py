@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from testserver.loading import LoadSpec, TestIndex, load
+from testserver.engine.loading import LoadSpec, TestIndex, load
 
 PROJECTS = Path(__file__).parent / "projects"
 

@@ -209,10 +209,18 @@ class ServerProcess:
         return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
-        """Make sure the process is gone and its pipes closed."""
+        """Make sure the process is gone and its pipes closed.
+
+        SIGTERM first, so the server ends what its tests started (a SIGKILL leaves a test's
+        escaped children, which only the server knows about, to init); SIGKILL after 10 s.
+        """
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 try:

@@ -28,12 +28,12 @@ EXIT_USAGE = 2
 """Bad arguments, or a start directory that cannot be imported."""
 
 CLIENT_COMMANDS = {
-    "run": "testserver.warmcli:main",
-    "list": "testserver.console:list_main",
-    "watch": "testserver.watch:main",
-    "debug": "testserver.debugging:main",
-    "bridge": "testserver.bridge:main",
-    "daemon": "testserver.daemonctl:main",
+    "run": "testserver.backends.warmcli:main",
+    "list": "testserver.clients.console:list_main",
+    "watch": "testserver.clients.watch:main",
+    "debug": "testserver.clients.debug:main",
+    "bridge": "testserver.clients.bridge:main",
+    "daemon": "testserver.backends.daemonctl:main",
 }
 """First arguments that select a client command instead of a test name."""
 
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--subtests",
-        choices=("report", "fold"),  # testserver.subtests.SUBTEST_MODES, not imported here
+        choices=("report", "fold"),  # testserver.engine.subtests.SUBTEST_MODES, not imported here
         default="report",
         help="report (default): each subtest is a test of its own; fold: subtests fold into "
         "their parent's outcome, for the totals of python -m subunit.run",
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv`` into options, resolving unittest's ``discover`` positional form."""
-    from testserver.loading import LoadSpec
+    from testserver.engine.loading import LoadSpec
 
     parser = build_parser()
     args = parser.parse_intermixed_args(list(argv))
@@ -202,7 +202,7 @@ def read_load_list(path: str) -> list[str]:
 
 def _take_resume() -> tuple[int, bytes]:
     """The generation and pending command bytes handed over by a restarting server."""
-    from testserver.server import GENERATION_ENV, RESUME_ENV
+    from testserver.serve.server import GENERATION_ENV, RESUME_ENV
 
     generation = int(os.environ.pop(GENERATION_ENV, "0") or 0)
     path = os.environ.pop(RESUME_ENV, None)
@@ -218,12 +218,12 @@ def _take_resume() -> tuple[int, bytes]:
 
 
 def _serve(args: argparse.Namespace, index, channel, argv: list[str]) -> int:
-    from testserver.server import Server, ServerOptions
+    from testserver.serve.server import Server, ServerOptions
 
     generation, resume = _take_resume()
     reloader = None
     if args.reload:
-        from testserver.reloading import Reloader
+        from testserver.hotreload.reloader import Reloader
 
         roots = [args.load.top or args.load.start, *args.watch]
         reloader = Reloader(args.load, roots, poll=args.poll)
@@ -284,8 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"testserver: cannot read --load-list file: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    from testserver.channel import open_private_channel
-    from testserver.loading import load
+    from testserver.engine.loading import load
+    from testserver.serve.channel import open_private_channel
 
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import unittest
 
     if args.serve and args.reload:
-        from testserver.reloading import track_startup
+        from testserver.hotreload.reloader import track_startup
 
         track_startup([args.load.top or args.load.start, *args.watch])
     loader = unittest.TestLoader()
@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         return _serve(args, index, channel, argv)
 
-    from testserver.oneshot import OneShotOptions, run_oneshot
+    from testserver.serve.oneshot import OneShotOptions, run_oneshot
 
     return run_oneshot(
         index,

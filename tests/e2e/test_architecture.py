@@ -1,0 +1,66 @@
+"""The layers of ``spec/architecture.md`` §1: imports flow one way, checked on the source.
+
+Each subpackage of ``testserver`` may import only the layers its row of the table names
+(lazy imports inside functions count too); this test reads every module's import
+statements and fails on any other edge, naming the module and the import.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import testserver
+
+PACKAGE = Path(testserver.__file__).parent
+
+ALLOWED = {
+    "wire": {"wire"},
+    "engine": {"engine", "wire"},
+    "hotreload": {"hotreload", "engine", "wire"},
+    "serve": {"serve", "hotreload", "engine", "wire"},
+    "clients": {"clients", "wire", "engine"},
+    "backends": {"backends", "clients", "wire"},
+}
+"""Layer -> the layers it may import (its own included)."""
+
+EXCEPTIONS = {
+    ("clients/watch.py", "hotreload"): "watch decides what to run on a save with the "
+    "reloader's own file watcher and import graph",
+    ("backends/testr.py", "cli"): "without a daemon, the backend runs one-shot mode in process",
+}
+"""Edges outside the table, each with its reason (spec/architecture.md §1 lists them)."""
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The ``testserver`` subpackages (or top-level modules) ``path`` imports."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+            if node.module == "testserver":
+                names = [f"testserver.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "testserver" and len(parts) > 1 and parts[1] != "__version__":
+                found.add(parts[1])
+    return found
+
+
+def test_imports_flow_one_way() -> None:
+    wrong = []
+    for layer, allowed in ALLOWED.items():
+        for path in sorted((PACKAGE / layer).glob("*.py")):
+            relative = f"{layer}/{path.name}"
+            for target in imported_layers(path) - allowed:
+                if (relative, target) not in EXCEPTIONS:
+                    wrong.append(f"{relative} imports testserver.{target}")
+    assert not wrong, "imports against the layer table:\n" + "\n".join(wrong)
+
+
+def test_every_module_is_in_a_layer() -> None:
+    loose = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py", "__main__.py", "cli.py"}
+    assert not loose, f"modules outside the layer folders: {sorted(loose)}"

@@ -1,0 +1,1 @@
+"""Warm backends for testrepository and stestr: the per-project daemon and its pool."""

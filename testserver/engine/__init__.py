@@ -1,0 +1,1 @@
+"""The test engine: loading, running, results and output capture (unittest today)."""

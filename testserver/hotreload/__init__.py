@@ -1,0 +1,1 @@
+"""Hot reload between batches: change detection, staleness, the module graph."""
