@@ -34,6 +34,12 @@ from types import TracebackType
 from typing import Any
 
 from testserver.engine.capture import OutputCapture
+from testserver.engine.details import (
+    Attachment,
+    detail_text,
+    details_attachments,
+    details_text,
+)
 from testserver.wire.errors import LocalProtocolError
 from testserver.wire.packets import SUBUNIT_VERSIONS, encode_status, file_packets
 
@@ -49,7 +55,6 @@ NO_DETAILS = b"the test failed without giving a traceback or details"
 """Attached to a fail that has nothing else: subunit2csv and others crash on a bare fail."""
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
-Attachment = tuple[str, str, bytes]  # (file name, MIME type, content)
 
 _SubTest = unittest.case._SubTest  # type: ignore[attr-defined]
 _ErrorHolder = unittest.suite._ErrorHolder  # type: ignore[attr-defined]
@@ -393,7 +398,7 @@ class PacketResult(unittest.TestResult):
             if current.status is None:
                 current.status = "success"
             return
-        self._record(test, "success", _details_attachments(details))
+        self._record(test, "success", details_attachments(details))
 
     def addError(
         self,
@@ -429,8 +434,8 @@ class PacketResult(unittest.TestResult):
     ) -> tuple[str, list[Attachment]]:
         """The text unittest would keep and the attachments for an exception or details."""
         if details:
-            attachments = _details_attachments(details)
-            return _details_text(attachments), attachments
+            attachments = details_attachments(details)
+            return details_text(attachments), attachments
         if err is None:
             return NO_DETAILS.decode(), [("traceback", TRACEBACK_MIME, NO_DETAILS)]
         text = self._exc_info_to_string(err, test)
@@ -443,9 +448,9 @@ class PacketResult(unittest.TestResult):
         details: Mapping[str, Any] | None = None,
     ) -> None:
         if details:
-            attachments = _details_attachments(details)
+            attachments = details_attachments(details)
             if reason is None:
-                reason = _detail_text(attachments, "reason")
+                reason = detail_text(attachments, "reason")
         else:
             attachments = [("reason", TEXT_MIME, _encode(reason))] if reason else []
         self.skipped.append((test, reason or ""))
@@ -465,7 +470,7 @@ class PacketResult(unittest.TestResult):
         self, test: unittest.TestCase, details: Mapping[str, Any] | None = None
     ) -> None:
         self.unexpectedSuccesses.append(test)
-        self._record(test, "uxsuccess", _details_attachments(details))
+        self._record(test, "uxsuccess", details_attachments(details))
         if self.failfast:
             self.stop()
 
@@ -594,56 +599,3 @@ def _subtest_summary(current: _OpenTest) -> bytes:
     lines += [f"  {sub_id}" for sub_id in failed]
     lines.append("Each failed subtest is reported with its own traceback.")
     return _encode("\n".join(lines) + "\n")
-
-
-def _mime_type(content_type: object) -> str:
-    """A testtools ``ContentType`` (or a plain string) as a MIME type string."""
-    if content_type is None:
-        return "application/octet-stream"
-    if isinstance(content_type, str):
-        return content_type
-    major = getattr(content_type, "type", None)
-    minor = getattr(content_type, "subtype", None)
-    if not (major and minor):
-        return str(content_type)
-    params = getattr(content_type, "parameters", None) or {}
-    text = f"{major}/{minor}"
-    if params:
-        text += "; " + "; ".join(sorted(f'{key}="{value}"' for key, value in params.items()))
-    return text
-
-
-def _content_bytes(content: Any) -> bytes:
-    """Join a testtools ``Content``'s ``iter_bytes()``; a broken one says why instead."""
-    try:
-        return b"".join(
-            chunk if isinstance(chunk, bytes) else _encode(str(chunk))
-            for chunk in content.iter_bytes()
-        )
-    except Exception as error:
-        return _encode(f"<could not read this detail: {error!r}>")
-
-
-def _details_attachments(details: Mapping[str, Any] | None) -> list[Attachment]:
-    """One attachment per testtools detail, in the dict's order."""
-    if not details:
-        return []
-    return [
-        (name, _mime_type(getattr(content, "content_type", None)), _content_bytes(content))
-        for name, content in details.items()
-    ]
-
-
-def _detail_text(attachments: list[Attachment], name: str) -> str | None:
-    for attachment_name, _, data in attachments:
-        if attachment_name == name:
-            return data.decode("utf-8", "replace")
-    return None
-
-
-def _details_text(attachments: list[Attachment]) -> str:
-    """The text unittest's lists keep for details: the traceback, else every detail."""
-    traceback_text = _detail_text(attachments, "traceback")
-    if traceback_text is not None:
-        return traceback_text
-    return "\n".join(f"{name}: {data.decode('utf-8', 'replace')}" for name, _, data in attachments)
