@@ -20,8 +20,7 @@ subtest). Errors reported outside a test (``setUpClass (pkg.mod.Class)``: unitte
 
 The outcome lists of :class:`unittest.TestResult` (``failures``, ``errors``, ``skipped``,
 ...) and ``testsRun`` are kept as unittest keeps them, so counts can be compared with
-``python -m unittest``. testtools and subunit are not imported (one-shot start-up time);
-testtools' ``details`` are duck-typed.
+``python -m unittest``. testtools' ``details`` are duck-typed (:mod:`.details`).
 """
 
 from __future__ import annotations
