@@ -178,16 +178,22 @@ def test_serve_mode_survives_the_corpus(corpus) -> None:
         server.kill()
 
 
-def test_oneshot_mode_survives_the_corpus(corpus) -> None:
+def run_testserver(corpus, *args: str) -> subprocess.CompletedProcess:
+    """``python -m testserver ARGS -t . -s hostile`` on the corpus, to its end."""
     project, env = corpus
-    result = subprocess.run(
-        [sys.executable, "-m", "testserver", "-t", ".", "-s", "hostile", "--timeout", "30"],
+    return subprocess.run(
+        [sys.executable, "-m", "testserver", *args, "-t", ".", "-s", "hostile"],
         cwd=project,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         env={**os.environ, **env},
         timeout=180,
     )
+
+
+def test_oneshot_mode_survives_the_corpus(corpus) -> None:
+    _, env = corpus
+    result = run_testserver(corpus, "--timeout", "30")
     events = subunit_events(result.stdout)
     ids = sorted(outcome_per_id(events))
     check_accounting(events, ids, NOT_RUN)
@@ -205,15 +211,8 @@ def test_oneshot_mode_survives_the_corpus(corpus) -> None:
 
 def test_testserver_run_survives_the_corpus(corpus) -> None:
     """The terminal client: a failure summary naming what did not run, exit 1, nothing left."""
-    project, env = corpus
-    result = subprocess.run(
-        [sys.executable, "-m", "testserver", "run", "--no-daemon", "-t", ".", "-s", "hostile"],
-        cwd=project,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        env={**os.environ, **env},
-        timeout=180,
-    )
+    _, env = corpus
+    result = run_testserver(corpus, "run", "--no-daemon")
     out = result.stdout.decode("utf-8", "replace")
     assert result.returncode == 1, out + result.stderr.decode("utf-8", "replace")
     victim = next(iter(NOT_RUN))

@@ -469,17 +469,10 @@ class Server:
         self.batch.cancel()
 
     def _frame_error(self, error: FrameError) -> None:
-        self._control(
-            control.COMPLETE,
-            {
-                "id": error.command_id,
-                "command": error.command_name,
-                "status": "error",
-                "code": error.code,
-                "message": error.message,
-                "generation": self.generation,
-            },
+        body = control.frame_error_body(
+            error.command_id, error.command_name, error.code, error.message, self.generation
         )
+        self._control(control.COMPLETE, body)
 
     # -- output --------------------------------------------------------------------------
 
@@ -491,15 +484,9 @@ class Server:
         message: str | None = None,
         **fields: Any,
     ) -> None:
-        body: dict[str, Any] = {
-            "id": command.id,
-            "command": command.name,
-            "status": status,
-            "generation": self.generation,
-        }
-        if message is not None:
-            body["message"] = message
-        body.update(fields)
+        body = control.completion_body(
+            command.id, command.name, self.generation, status=status, message=message, **fields
+        )
         self._control(control.COMPLETE, body)
 
     def _control(self, name: str, body: dict[str, Any]) -> None:

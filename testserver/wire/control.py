@@ -26,6 +26,42 @@ PROTOCOL_VERSION = 1
 """The version of the command/control protocol described in ``spec/protocol.md``."""
 
 
+def completion_body(
+    command_id: str | None,
+    command_name: str | None,
+    generation: int,
+    *,
+    status: str = "ok",
+    message: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The body of a ``testserver.complete`` (spec 8.3), its keys in the spec's order."""
+    body: dict[str, Any] = {
+        "id": command_id,
+        "command": command_name,
+        "status": status,
+        "generation": generation,
+    }
+    if message is not None:
+        body["message"] = message
+    body.update(fields)
+    return body
+
+
+def frame_error_body(
+    command_id: str | None, command_name: str | None, code: str, message: str, generation: int
+) -> dict[str, Any]:
+    """The completion of a malformed frame (spec 3.5): ``status`` ``error`` with its code."""
+    return {
+        "id": command_id,
+        "command": command_name,
+        "status": "error",
+        "code": code,
+        "message": message,
+        "generation": generation,
+    }
+
+
 def control_packet(name: str, body: dict[str, Any], *, timestamp_ns: int | None = None) -> Packet:
     """The packet that carries control event ``name`` with JSON ``body``."""
     if not name.startswith(PREFIX):

@@ -31,6 +31,7 @@ from typing import Any
 
 from testserver.wire.batchtracking import BatchTracker
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
+from testserver.wire.control import completion_body, frame_error_body
 from testserver.wire.sessionactions import (
     CANCEL_GRACE_SECONDS,
     Action,
@@ -178,14 +179,7 @@ class ServerSession:
     ) -> list[Action]:
         """A malformed frame was read: it gets its error completion at once."""
         self._check(Event.FRAME_ERROR)
-        body = {
-            "id": command_id,
-            "command": command_name,
-            "status": "error",
-            "code": code,
-            "message": message,
-            "generation": self.generation,
-        }
+        body = frame_error_body(command_id, command_name, code, message, self.generation)
         return self._settle([Send(body)], Event.FRAME_ERROR)
 
     def receive_end_of_input(self) -> list[Action]:
@@ -416,13 +410,8 @@ class ServerSession:
         self, command: Command, *, status: str = "ok", message: str | None = None, **fields: Any
     ) -> Send:
         """The ``testserver.complete`` of ``command``, keys in the server's order."""
-        body: dict[str, Any] = {
-            "id": command.id,
-            "command": command.name,
-            "status": status,
-            "generation": self.generation,
-        }
-        if message is not None:
-            body["message"] = message
-        body.update(fields)
-        return Send(body)
+        return Send(
+            completion_body(
+                command.id, command.name, self.generation, status=status, message=message, **fields
+            )
+        )
