@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import time
+from typing import Protocol
 
 from testserver.engine.fds import make_private
 from testserver.engine.loading import TestIndex
@@ -59,6 +60,15 @@ class PacketWriter:
             raise ClientGone("the client closed the server's stdout") from error
 
 
+class RunOptions(Protocol):
+    """How batches run: what the server's and one-shot mode's options have in common."""
+
+    isolation: str
+    subunit_version: str
+    subtests: str
+    timeout: float | None
+
+
 class SessionDriver:
     """Carries out a :class:`ServerSession`'s actions with real workers, pipes and signals.
 
@@ -74,29 +84,34 @@ class SessionDriver:
         self,
         index: TestIndex,
         channel: PrivateChannel,
-        session: ServerSession,
+        options: RunOptions,
         *,
-        isolation: str,
-        subunit_version: str,
-        subtests: str,
+        can_reload: bool,
+        generation: int = 0,
         interactive_stdin: bool,
         standby: bool,
     ) -> None:
+        in_process = options.isolation == "none"
+        self.session = ServerSession(
+            can_reload=can_reload,
+            in_process=in_process,
+            timeout=None if in_process else options.timeout,  # nothing to kill in process
+            generation=generation,
+        )
         self.index = index
         self.channel = channel
-        self.session = session
-        self.isolation = isolation
-        self.version = subunit_version
-        self.subtests = subtests
-        self.standby = standby and isolation == "fork"
+        self.isolation = options.isolation
+        self.version = options.subunit_version
+        self.subtests = options.subtests
+        self.standby = standby and not in_process
         """Keep a forked worker ready whenever the session is idle."""
         self.write = PacketWriter(channel.packets_fd)
         self.spawner = WorkerSpawner(
             index,
             WorkerOptions(
-                subunit_version=subunit_version,
+                subunit_version=options.subunit_version,
                 interactive_stdin=interactive_stdin,
-                subtests=subtests,
+                subtests=options.subtests,
             ),
             suite_fds=channel.suite_fds.still_open,
         )

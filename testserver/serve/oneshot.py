@@ -21,7 +21,6 @@ from testserver.serve.driver import PacketWriter, SessionDriver
 from testserver.serve.server import emit_output, list_packets
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.packets import file_packets
-from testserver.wire.serversession import ServerSession
 from testserver.wire.sessionactions import Action
 
 EXIT_IMPORT_ERRORS = 2
@@ -61,7 +60,7 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
 
 
 class OneShotRun(SessionDriver):
-    """One ``run-tests`` of ``ids`` and end of input, through a :class:`ServerSession`:
+    """One ``run-tests`` of ``ids`` and end of input, through a ``ServerSession``:
     the warm server's batch machinery, with the completion kept instead of written."""
 
     handled_signals = (signal.SIGINT,)  # Ctrl-C cancels the run; SIGTERM keeps its default
@@ -69,19 +68,8 @@ class OneShotRun(SessionDriver):
     def __init__(
         self, index: TestIndex, channel: PrivateChannel, options: OneShotOptions, ids: list[str]
     ) -> None:
-        in_process = options.isolation == "none"
-        session = ServerSession(
-            can_reload=False, in_process=in_process, timeout=None if in_process else options.timeout
-        )
         super().__init__(
-            index,
-            channel,
-            session,
-            isolation=options.isolation,
-            subunit_version=options.subunit_version,
-            subtests=options.subtests,
-            interactive_stdin=False,
-            standby=False,
+            index, channel, options, can_reload=False, interactive_stdin=False, standby=False
         )
         self.ids = ids
         self.completion: dict | None = None

@@ -35,7 +35,6 @@ from testserver.wire.errors import FrameError, LocalProtocolError
 from testserver.wire.framing import DEFAULT_MAX_PAYLOAD, FrameDecoder, encode_command
 from testserver.wire.packets import encode_status
 from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA
-from testserver.wire.serversession import ServerSession
 from testserver.wire.sessionactions import Action
 
 if TYPE_CHECKING:
@@ -103,20 +102,12 @@ class Server(SessionDriver):
         *,
         reloader: Reloader | None = None,
     ) -> None:
-        in_process = options.isolation == "none"
-        session = ServerSession(
-            can_reload=reloader is not None,
-            in_process=in_process,
-            timeout=None if in_process else options.timeout,
-            generation=options.generation,
-        )
         super().__init__(
             index,
             channel,
-            session,
-            isolation=options.isolation,
-            subunit_version=options.subunit_version,
-            subtests=options.subtests,
+            options,
+            can_reload=reloader is not None,
+            generation=options.generation,
             interactive_stdin=True,
             standby=True,
         )
