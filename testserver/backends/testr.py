@@ -113,6 +113,10 @@ TRAILER_MAX = 1 << 16
 NO_DAEMON_ENV = "TESTSERVER_NO_DAEMON"
 """Set (non-empty) to skip the daemon and always run one-shot mode."""
 
+SHARD_ENV = "TESTSERVER_SHARD"
+"""As :data:`testserver.cli.SHARD_ENV`: a shard is listed and run by one-shot mode, so that
+the listing and every run of its parts divide the suite alike."""
+
 STESTR_RUNNER = "stestr.subunit_runner.run"
 """The module stestr runs as ``$PYTHON -m stestr.subunit_runner.run discover ...``."""
 
@@ -502,7 +506,7 @@ def run_oneshot(inv: Invocation, reason: str | None) -> int:
 
 def run(inv: Invocation) -> int:
     """List or run through the daemon; fall back to one-shot mode when it is unavailable."""
-    if os.environ.get(NO_DAEMON_ENV):
+    if os.environ.get(NO_DAEMON_ENV) or os.environ.get(SHARD_ENV):  # shards: one-shot's groups
         return run_oneshot(inv, None)
     try:
         ids = read_load_list(inv.load_list) if inv.load_list is not None else None

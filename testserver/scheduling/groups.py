@@ -66,5 +66,18 @@ def make_groups(
     return groups, bool(known)
 
 
+def module_groups(ids: Sequence[str]) -> dict[str, str]:
+    """Id -> ``"module:<name>"``, from the ids alone, for a client that cannot ask the
+    engine: ``pkg.mod.Class.test_x`` is in module ``pkg.mod``, so a module's tests (and so
+    any class or module fixture) stay together. An id with fewer than three dotted parts
+    stands alone."""
+    groups = {}
+    for test_id in ids:
+        parts = test_id.split(" ", 1)[0].rsplit(".", 2)
+        if len(parts) == 3:
+            groups[test_id] = f"module:{parts[0]}"
+    return groups
+
+
 def _cost(duration: float | None, default: float) -> float:
     return max(MIN_COST, duration) if is_duration(duration) else default  # type: ignore[arg-type]
