@@ -59,8 +59,7 @@ from testserver.clients.console import (
 )
 from testserver.clients.runs import Outcome, Output, Renderer, Started, Tally, drive, select
 from testserver.scheduling import timehistory
-from testserver.scheduling.groups import module_groups
-from testserver.scheduling.shards import parse_shard, select_shard
+from testserver.scheduling.shards import parse_shard
 from testserver.wire.events import Packet
 
 PASSED = frozenset({"success", "skip", "xfail"})
@@ -399,13 +398,7 @@ def _run(
         renderer.message(str(error))
         return EXIT_ERROR
     if args.shard is not None:
-        selected = ids or session.list()
-        ids = select_shard(
-            selected,
-            args.shard,
-            group_of=module_groups(selected),
-            durations=timehistory.project_times(root),
-        )
+        ids = _shard(args.shard, ids or session.list(), root)
         if not ids:
             renderer.message(f"shard {args.shard} has no tests of this selection")
             return EXIT_OK
@@ -423,6 +416,16 @@ def _run(
     if args.shard is None:  # a shard run must not change the shares of the machines after it
         timehistory.record(root, recorder.durations)
     return EXIT_OK if tally.ok else EXIT_FAILED
+
+
+def _shard(shard: Any, selected: list[str], root: str) -> list[str]:
+    """The ids of ``selected`` in ``shard``; a module's tests stay together (a client sees
+    ids only, not the engine's fixture groups)."""
+    from testserver.scheduling.groups import module_groups
+    from testserver.scheduling.shards import select_shard
+
+    durations = timehistory.project_times(root)
+    return select_shard(selected, shard, group_of=module_groups(selected), durations=durations)
 
 
 def _report_selection(

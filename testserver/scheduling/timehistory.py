@@ -15,10 +15,8 @@ Where several know a test, ours wins, then stestr's, then testr's.
 
 from __future__ import annotations
 
-import dbm
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 
 from testserver.scheduling.groups import is_duration
@@ -53,6 +51,8 @@ def read_history(path: str) -> dict[str, float]:
 
 def read_dbm_times(path: str) -> dict[str, float]:
     """The durations in a testr/stestr ``times.dbm``; ``{}`` when missing or unreadable."""
+    import dbm  # only a sharded run reads these: `testserver run` starts without it
+
     try:
         if dbm.whichdb(path) is None:  # missing, or not a dbm at all
             return {}
@@ -104,6 +104,8 @@ def record(root: str, durations: Mapping[str, float]) -> None:
 
 
 def _write_atomically(path: str, data: object) -> None:
+    import tempfile
+
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         os.makedirs(directory, exist_ok=True)
