@@ -85,12 +85,16 @@ def test_random_runs_keep_every_rule(data: st.DataObject) -> None:
     pool = Pool(scheduler, ids, group_of)
     for worker in range(workers):
         pool.take(scheduler.worker_ready(worker))
-    fresh = workers
+    live, fresh = set(range(workers)), workers
     for _ in range(200):
         if scheduler.done:
             break
         busy = sorted(pool.units, key=str)
         assert busy, "work is pending but no worker has any"
+        idle = sorted(live - set(pool.units), key=str)
+        if idle and data.draw(st.integers(0, 5)) == 0:  # a driver may ask again any time
+            pool.take(scheduler.worker_ready(data.draw(st.sampled_from(idle))))
+            continue
         worker = data.draw(st.sampled_from(busy))
         if data.draw(st.integers(0, 3)) > 0:
             pool.finish(worker)
@@ -102,12 +106,14 @@ def test_random_runs_keep_every_rule(data: st.DataObject) -> None:
         replacing = data.draw(st.booleans())
         pool.finish(worker, count)
         pool.lost += 1
+        live.discard(worker)
         for handed in scheduler.worker_lost(
             worker, unit.ids[:count], reason="worker died", replacing=replacing
         ):
             pool.take(handed)
         if replacing:
             fresh += 1
+            live.add(fresh)
             pool.take(scheduler.worker_ready(fresh))
     assert scheduler.done
     not_run = Counter(test_id for test_id, _ in scheduler.not_run)

@@ -19,10 +19,12 @@ testserver.backends.testr --stestr`` the shim.
 
 The daemon is started on demand (detached, logging to ``daemon.log`` beside its socket) and
 stops after ``--daemon-idle`` seconds without requests (default 900). When it cannot be
-reached or started, or ``TESTSERVER_NO_DAEMON`` is set, the command runs one-shot mode in this
-process (``python -m testserver ...``) and says so on stderr. Exit status: as one-shot mode
-(0; 2 for ``--list`` with import errors, and for usage errors), or 1 when the warm server
-died or the daemon went away mid-stream (then the stream also has a failing test saying so).
+reached or started, or ``TESTSERVER_NO_DAEMON`` or ``TESTSERVER_SHARD`` (see
+:data:`SHARD_ENV`) is set, the command runs one-shot mode in this process (``python -m
+testserver ...``); it says so on stderr when the daemon failed, and for ``--shard``, an
+option the daemon does not serve. Exit status: as one-shot mode (0; 2 for ``--list`` with
+import errors, and for usage errors), or 1 when the warm server died or the daemon went
+away mid-stream (then the stream also has a failing test saying so).
 
 **Where the daemon listens.** A Unix socket ``daemon.sock`` in a directory only its user can
 enter (mode 0700, checked before every connect): ``<project>/.testserver/``, the project

@@ -99,8 +99,10 @@ class Scheduler:
         if worker in self._running:
             raise SchedulerError(f"worker {worker!r} is ready but its unit is not finished")
         self._live.add(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
         unit = self._hand_out(worker)
-        if unit is None and worker not in self._idle:
+        if unit is None:
             self._idle.append(worker)
         return unit
 
