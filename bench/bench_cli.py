@@ -54,6 +54,9 @@ ENV = {
 """Measured processes keep bytecode caching on, as a user's do (so does bench_testr.py)."""
 
 
+LAUNCHER = HERE.parent / "scripts" / "testserver"
+"""The ``testserver`` launcher that ``pip install`` puts beside ``testserver-cli``."""
+
 SCRIPT = """#!{python}
 import re
 import sys
@@ -62,7 +65,7 @@ if __name__ == "__main__":
     sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
     sys.exit(main())
 """
-"""pip's console script for ``testserver``, for the regular-install layout."""
+"""pip's console script for ``testserver-cli``, for the regular-install layout."""
 
 
 def dev_command() -> list[str]:
@@ -86,10 +89,15 @@ def regular_command() -> list[str]:
         check=True,
     ).stdout.strip()
     ours = sysconfig.get_paths()["purelib"]
-    Path(purelib, "testserver-bench.pth").write_text(f"{HERE.parent}\n{ours}\n")
+    Path(purelib, "testserver-bench.pth").write_text(f"{ours}\n")
+    package = Path(purelib, "testserver")
+    if not package.is_symlink():
+        package.symlink_to(HERE.parent / "testserver")  # where a wheel puts it
+    cli = venv / "bin" / "testserver-cli"
+    cli.write_text(SCRIPT.format(python=python))
+    cli.chmod(0o755)
     script = venv / "bin" / "testserver"
-    script.write_text(SCRIPT.format(python=python))
-    script.chmod(0o755)
+    shutil.copy(LAUNCHER, script)
     return [str(script)]
 
 
@@ -114,8 +122,9 @@ def timed_run(command: list[str], project: Path, test_id: str) -> float:
 def floor(command: list[str]) -> float:
     """Seconds for the interpreter of ``command`` to start and exit: the floor of any run."""
     python = command[0]
-    if python.endswith("testserver"):  # a console script: its interpreter is on line 1
-        python = Path(python).read_text().splitlines()[0].removeprefix("#!")
+    if python.endswith("testserver"):  # the launcher: testserver-cli's line 1 names python
+        cli = Path(python).with_name("testserver-cli")
+        python = cli.read_text().splitlines()[0].removeprefix("#!")
     began = time.perf_counter()
     subprocess.run([python, "-c", "pass"], check=True, env=ENV)
     return time.perf_counter() - began
