@@ -22,7 +22,10 @@ closing the connection cancels it too.
 Start-up is what a warm run costs, so when the daemon is running this module imports only
 ``os``, ``sys`` and the C modules ``_socket`` and ``_json`` (not :mod:`socket`, :mod:`json`
 or :mod:`testserver.backends.testr`, whose ``enum`` and ``re`` cost more than the run); it takes
-:mod:`testserver.backends.testr` only to start the daemon.
+:mod:`testserver.backends.testr` only to start the daemon. The ``testserver`` launcher
+(``scripts/testserver``) goes further: it runs :func:`quick` in an interpreter started with
+``-I -S``, which skips site-packages, and that execs the full CLI whenever no daemon is
+running (``spec/daemon.md`` §10.1).
 """
 
 from __future__ import annotations
