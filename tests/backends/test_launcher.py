@@ -214,3 +214,34 @@ def test_the_fast_client_reads_the_encoding_the_interpreter_ignores(tmp_path):
         check=True,
     )
     assert result.stdout.strip() == "latin-1"
+
+
+def test_a_daemon_of_another_version_hands_the_run_to_the_full_cli(install, project):
+    old = (
+        "import sys, testserver; testserver.__version__ = '0.0.old'\n"
+        "from testserver.backends.daemonctl import main; sys.exit(main())"
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", old, "serve", "--socket-dir", str(project / ".testserver")],
+        cwd=project,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in daemon.stderr:  # its log: "listening on ..." once the socket is ready
+            if "listening on" in line:
+                break
+        install.trap_cli()
+        assert install.piped("run", "--daemon", *ARGS, cwd=project).returncode == TRAPPED
+        install.write_cli(CONSOLE_SCRIPT)
+        result = install.piped("run", "--daemon", *ARGS, cwd=project)
+        assert result.returncode == 0, result.stderr
+        assert "the daemon runs testserver 0.0.old" in result.stderr
+        assert "running without the daemon" in result.stderr
+    finally:
+        daemon.terminate()
+        assert daemon.wait(TIMEOUT) == 0
+        daemon.stderr.close()
