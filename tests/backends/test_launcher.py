@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
 from daemonproc import descendants, describe, gone
 from serverproc import PROJECTS, project_copy
-from terminal import run_at_terminal
+from terminal import read_terminal, run_at_terminal
 
 from testserver.clients.project import DAEMON_DIR_ENV
 
@@ -105,12 +108,8 @@ def install(tmp_path) -> Install:
     return Install(tmp_path / "venv")
 
 
-@pytest.fixture
-def project(tmp_path, install):
-    """A project of its own; its daemon and every process of it are gone after the test."""
-    project = project_copy(PROJECTS / "cli_pass", tmp_path / "proj")
-    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
-    yield project
+def stop_daemon_of(project: Path) -> None:
+    """Stop the project's daemon (if any); check that it and all its processes are gone."""
     full = [sys.executable, "-m", "testserver", "daemon"]
     status = subprocess.run([*full, "status"], cwd=project, env=ENV, capture_output=True)
     pids = set()
@@ -120,6 +119,21 @@ def project(tmp_path, install):
     subprocess.run([*full, "stop"], cwd=project, env=ENV, capture_output=True, check=True)
     left = {pid: describe(pid) for pid in pids if not gone(pid)}
     assert not left, f"processes left after stop: {left}"
+
+
+def own_project(name: str, tmp_path: Path) -> Path:
+    """A copy of ``tests/projects/NAME`` with a ``pyproject.toml``: a project of its own."""
+    project = project_copy(PROJECTS / name, tmp_path / "proj")
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    return project
+
+
+@pytest.fixture
+def project(tmp_path, install):
+    """A project whose daemon, and every process of it, are gone after the test."""
+    project = own_project("cli_pass", tmp_path)
+    yield project
+    stop_daemon_of(project)
 
 
 def servers(install: Install, project: Path) -> list[dict]:
@@ -245,3 +259,39 @@ def test_a_daemon_of_another_version_hands_the_run_to_the_full_cli(install, proj
         daemon.terminate()
         assert daemon.wait(TIMEOUT) == 0
         daemon.stderr.close()
+
+
+def test_ctrl_c_cancels_a_warm_run_on_the_fast_path(install, tmp_path):
+    project = own_project("daemon_slow", tmp_path)
+    args = ("run", "-t", ".", "-s", "dslow")
+    try:
+        assert (
+            install.at_terminal(*args, "dslow.test_slow.TestSlow.test_quick", cwd=project)[0] == 0
+        )
+        install.trap_cli()
+        master, slave = pty.openpty()
+        client = subprocess.Popen(
+            [str(install.launcher), *args, "-v"],
+            cwd=project,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=ENV,
+        )
+        os.close(slave)
+        started = project / "dslow" / "started"
+        deadline = time.monotonic() + TIMEOUT
+        while not started.exists():  # the slow test says when it runs
+            assert client.poll() is None, "the command ended before the test started"
+            assert time.monotonic() < deadline, "the test never started"
+            time.sleep(0.02)
+        client.send_signal(signal.SIGINT)  # the first Ctrl-C: cancel, show what ran
+        assert client.wait(TIMEOUT) == 1
+        shown = ANSI.sub("", read_terminal(master).decode()).replace("\r\n", "\n")
+        assert "dslow.test_slow.TestSlow.test_quick ... ok" in shown
+        assert shown.rstrip().splitlines()[-1].startswith("INTERRUPTED")
+        install.write_cli(CONSOLE_SCRIPT)
+        [server] = servers(install, project)
+        assert (server["busy"], server["runs"]) == (False, 2)  # back in the pool, warm
+    finally:
+        stop_daemon_of(project)
