@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
@@ -265,31 +264,27 @@ def test_ctrl_c_cancels_a_warm_run_on_the_fast_path(install, tmp_path):
     project = own_project("daemon_slow", tmp_path)
     args = ("run", "-t", ".", "-s", "dslow")
     try:
-        assert (
-            install.at_terminal(*args, "dslow.test_slow.TestSlow.test_quick", cwd=project)[0] == 0
-        )
+        quick = "dslow.test_slow.TestSlow.test_quick"
+        assert install.at_terminal(*args, quick, cwd=project)[0] == 0
         install.trap_cli()
         master, slave = pty.openpty()
-        client = subprocess.Popen(
-            [str(install.launcher), *args, "-v"],
-            cwd=project,
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=ENV,
-        )
+        terminal = {"stdin": slave, "stdout": slave, "stderr": slave}
+        command = [str(install.launcher), *args, "--format", "json"]
+        client = subprocess.Popen(command, cwd=project, env=ENV, **terminal)
         os.close(slave)
-        started = project / "dslow" / "started"
-        deadline = time.monotonic() + TIMEOUT
-        while not started.exists():  # the slow test says when it runs
-            assert client.poll() is None, "the command ended before the test started"
-            assert time.monotonic() < deadline, "the test never started"
-            time.sleep(0.02)
+        shown = b""
+        waiting = b'"test_id": "dslow.test_slow.TestSlow.test_waits", "parent_id": null, "status"'
+        while waiting + b': "inprogress"' not in shown:  # the JSON events, as tests start
+            try:
+                shown += os.read(master, 65536)
+            except OSError:  # EIO: the command closed the terminal
+                pytest.fail(f"the command ended before the test started: {shown!r}")
         client.send_signal(signal.SIGINT)  # the first Ctrl-C: cancel, show what ran
         assert client.wait(TIMEOUT) == 1
-        shown = ANSI.sub("", read_terminal(master).decode()).replace("\r\n", "\n")
-        assert "dslow.test_slow.TestSlow.test_quick ... ok" in shown
-        assert shown.rstrip().splitlines()[-1].startswith("INTERRUPTED")
+        events = [json.loads(line) for line in (shown + read_terminal(master)).splitlines()]
+        outcomes = {e["test_id"]: e["status"] for e in events if e["event"] == "test"}
+        assert outcomes[quick] == "success"
+        assert (events[-1]["event"], events[-1]["ok"]) == ("summary", False)
         install.write_cli(CONSOLE_SCRIPT)
         [server] = servers(install, project)
         assert (server["busy"], server["runs"]) == (False, 2)  # back in the pool, warm
