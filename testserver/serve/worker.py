@@ -380,11 +380,14 @@ def _child_main(
         sys.__stdin__ = sys.stdin
         capture = OutputCapture(*fds.capture, stdin_source=fds.stdin_r)
         capture.install(save=False)
+        announcer = _WaitAnnouncer()
+        if options.interactive_stdin:
+            install_stdin(0, announcer)
         _warm_up(index, options, capture)  # while idle: the batch need not pay for it
         command = _read_batch(fds.control_r)
         if command is not None:
             cancel = CancelPipe(fds.cancel_r)
-            _run_batch(index, options, command, fds.events_w, capture, cancel, token)
+            _run_batch(index, options, command, fds.events_w, capture, cancel, token, announcer)
     except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup
         code = 70
         try:
@@ -485,6 +488,7 @@ def _run_batch(
     capture: OutputCapture,
     should_stop: CancelPipe,
     token: str,
+    announcer: _WaitAnnouncer,
 ) -> None:
     def write(data: bytes) -> None:
         write_all(events_w, data)
@@ -493,8 +497,7 @@ def _run_batch(
     result = packet_result(
         write, subtests=options.subtests, capture=capture, subunit_version=options.subunit_version
     )
-    if options.interactive_stdin:
-        install_stdin(0, lambda: _announce_wait(command.id, result, write))
+    announcer.announce = lambda: _announce_wait(command.id, result, write)
     for test_id in unknown:  # the parent resolves the batch first: a safety net only
         result.report_missing(test_id)
     if not should_stop():  # a cancel that came before the first test runs nothing
@@ -507,6 +510,18 @@ def _run_batch(
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     # The parent works out what did not run from the statuses it forwarded.
     write(encode_control(WORKER_DONE, {"token": token}, timestamp_ns=time.time_ns()))
+
+
+class _WaitAnnouncer:
+    """``on_wait`` of a worker's stdin, installed before its batch is known: it announces
+    the wait of the batch running now, if any."""
+
+    def __init__(self) -> None:
+        self.announce: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        if self.announce is not None:
+            self.announce()
 
 
 def _announce_wait(command_id: str, result: PacketResult, write: Callable[[bytes], None]) -> None:
