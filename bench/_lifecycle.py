@@ -16,7 +16,9 @@ client, for ``ROUNDS`` one-test batches, each after an idle pause. Per batch it 
 - ``child_minflt`` and ``child_cpu_s``: minor faults and CPU of the whole worker life
   (``getrusage(RUSAGE_CHILDREN)`` deltas), warm-up included;
 - a second batch run by the same worker would cost: ``reused_run_s``, one test run again
-  into a fresh ``PacketResult`` in a forked child that has already run it once.
+  into a fresh ``PacketResult`` in a forked child that has already run it once; and
+  ``reused_batch_s``, dispatch -> done for a batch sent over a pipe to a prototype worker
+  that serves batch after batch (what the request path would be with a reused worker).
 
 Prints one JSON object: lists of seconds (or counts) per key.
 """
@@ -73,6 +75,38 @@ def _reused_run(found: list) -> float:
     return seconds
 
 
+def _reused_batches(found: list, count: int) -> list[float]:
+    """Dispatch -> done seconds of ``count`` batches on one prototype reused worker."""
+    from testserver.engine import results, running
+
+    control_r, control_w = os.pipe()
+    events_r, events_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child: one byte in = one batch, b"done" out
+        os.close(control_w)
+        os.close(events_r)
+        while os.read(control_r, 1):
+            result = results.PacketResult(lambda data: os.write(events_w, data))
+            running.run_tests(found, result)
+            os.write(events_w, b"done")
+        os._exit(0)
+    os.close(control_r)
+    os.close(events_w)
+    samples = []
+    for _ in range(count + 1):
+        time.sleep(PAUSE)
+        start = time.perf_counter()
+        os.write(control_w, b"b")
+        data = b""
+        while not data.endswith(b"done"):
+            data += os.read(events_r, 1 << 16)
+        samples.append(time.perf_counter() - start)
+    os.close(control_w)
+    os.close(events_r)
+    os.waitpid(pid, 0)
+    return samples[1:]  # the first batch is the fresh worker's
+
+
 def main(argv: list[str]) -> int:
     suite, package, test_id, rounds = argv[0], argv[1], argv[2], int(argv[3])
     os.chdir(suite)
@@ -86,6 +120,7 @@ def main(argv: list[str]) -> int:
     spawner = WorkerSpawner(index, WorkerOptions(interactive_stdin=False))
     keys = ("fork_s", "dispatch_to_done_s", "retire_s", "exit_s", "child_minflt", "child_cpu_s")
     out: dict[str, list[float]] = {key: [] for key in (*keys, "reused_run_s")}
+    out["reused_batch_s"] = _reused_batches(found, rounds)
     try:
         for _ in range(rounds):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)

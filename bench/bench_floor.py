@@ -318,9 +318,11 @@ def report(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         cell = lambda key, p=phases: bs.fmt_seconds(statistics.median(p[key]))  # noqa: E731
         faults = f"{statistics.median(phases['child_minflt']):.0f}"
         cells = [cell(k) for k in ("fork_s", "dispatch_to_done_s", "retire_s", "exit_s")]
-        rows.append([name, *cells, cell("child_cpu_s"), faults, cell("reused_run_s")])
+        reused = [cell("reused_run_s"), cell("reused_batch_s")]
+        rows.append([name, *cells, cell("child_cpu_s"), faults, *reused])
     header = ["suite", "fork (parent)", "dispatch -> done", "retire", "teardown", "worker CPU"]
-    out += [bs.table([*header, "minor faults", "run in a used worker"], rows), ""]
+    header += ["minor faults", "run in a used worker", "dispatch -> done, reused worker"]
+    out += [bs.table(header, rows), ""]
 
     out += ["## Commands (run in bench/out/suites/<SUITE>)", ""]
     for name, res in results.items():
