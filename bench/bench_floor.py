@@ -206,11 +206,7 @@ def bench_suite(name: str, args: argparse.Namespace) -> dict[str, Any]:
     extra["lifecycle"] = phases
     try:
         bs.warm_up(warm)
-        for index in range(1, args.cold_runs + 1):
-            say(f"round {index}/{args.cold_runs}")
-            for measure, func, count in cold + warm:
-                for _ in range(count):
-                    measure.sample(func)
+        bs.run_rounds(cold + warm, args.cold_runs, say)
         for iso, server in servers.items():
             if server is None:
                 continue
@@ -367,22 +363,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_meta(argv: list[str] | None, args: argparse.Namespace) -> dict[str, Any]:
+    """What the report header says about this run: how to reproduce it, and where."""
+    command = [sys.executable, sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    repeats = {key: getattr(args, key) for key in ("cold_runs", "warm_repeats", "burst")}
+    return dict(
+        command=shlex.join(command),
+        cwd=os.getcwd(),
+        python=platform.python_version(),
+        versions=", ".join(f"{k} {v}" for k, v in bs.versions().items()),
+        machine=f"{platform.platform()}, nproc {os.cpu_count()}",
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        gap_s=args.gap,
+        **repeats,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    meta = {
-        "command": shlex.join(
-            [sys.executable, sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
-        ),
-        "cwd": os.getcwd(),
-        "python": platform.python_version(),
-        "versions": ", ".join(f"{k} {v}" for k, v in bs.versions().items()),
-        "machine": f"{platform.platform()}, nproc {os.cpu_count()}",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cold_runs": args.cold_runs,
-        "warm_repeats": args.warm_repeats,
-        "gap_s": args.gap,
-        "burst": args.burst,
-    }
+    meta = run_meta(argv, args)
     results = {name: bench_suite(name, args) for name in args.suites}
     print(report(results, meta))
     document = {
