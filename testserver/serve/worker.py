@@ -130,9 +130,13 @@ class WorkerHandle:
     def dispatch(self, command_id: str, test_ids: Iterable[str]) -> None:
         """Send the child its batch; the child starts running at once."""
         frame = encode_command(RunTests(command_id, tuple(test_ids)))
-        write_all(self.control_w, frame)
-        os.close(self.control_w)
-        self.control_w = -1
+        try:
+            write_all(self.control_w, frame)
+        except BrokenPipeError:
+            pass  # it died just now: the caller sees its events pipe end, as for any crash
+        finally:
+            os.close(self.control_w)
+            self.control_w = -1
 
     def signal(self, number: int) -> None:
         """Send ``number`` to the child, if it is still there."""
@@ -226,6 +230,9 @@ class WorkerSpawner:
         """A worker ready for a batch: the standby one if there is one."""
         self.reap_exited()
         worker, self._standby = self._standby, None
+        if worker is not None and worker.exited():  # it died while idle (a kill, the OOM killer)
+            self.release(worker)
+            worker = None
         return worker if worker is not None else self._spawn()
 
     def prepare_standby(self) -> None:
