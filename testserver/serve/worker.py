@@ -6,7 +6,9 @@ calls ``os._exit``, segfaults, or hangs past ``--timeout`` takes down only that 
 parent watches the child's packets, knows which test is running, reports that test as failed
 with its captured output and the cause, and runs the rest of the batch in a fresh child.
 
-A standby child is forked ahead of time (after each batch), so that a request pays no fork.
+A standby child is forked ahead of time (after each batch), so that a request pays no fork,
+and warms up while it waits (:func:`_warm_up`), so that the batch does not pay for its
+first pass through the result chain either. A standby that died while idle is replaced.
 
 Parent and child talk over four pipes: ``control`` (parent -> child: one ``run-tests``
 frame), ``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*``
