@@ -11,6 +11,9 @@ process starts fast.
         for packet in run:
             ...
         print(run.complete["outcomes"])
+
+``client.run_into(ids, result)`` feeds a run into any testtools ``StreamResult`` instead
+(:mod:`testserver.clients.streamfeed`).
 """
 
 from __future__ import annotations
@@ -128,6 +131,13 @@ class Run(Reply):
         """Send ``data`` to the running test's stdin (``b""``: end of input)."""
         self.client.send_stdin(data)
 
+    def feed(self, result: Any) -> dict[str, Any]:
+        """Feed this run into ``result``, any object with testtools' ``StreamResult``
+        interface; return the completion (see :mod:`testserver.clients.streamfeed`)."""
+        from testserver.clients.streamfeed import StreamResultFeed  # only when asked: datetime
+
+        return StreamResultFeed(result).feed_run(self)
+
 
 class Client:
     """One connection to a testserver over a pair of byte pipes."""
@@ -225,6 +235,11 @@ class Client:
         command = RunTests(self.new_id(), tuple(test_ids))
         self.send(command)
         return Run(self, command.id)
+
+    def run_into(self, test_ids: Iterable[str], result: Any) -> dict[str, Any]:
+        """Run ``test_ids`` (all if empty) into ``result``, any object with testtools'
+        ``StreamResult`` interface; return the completion. See :meth:`Run.feed`."""
+        return self.run(test_ids).feed(result)
 
     def cancel(self) -> None:
         """Cancel the running batch (its completion then has status ``cancelled``)."""
