@@ -197,7 +197,9 @@ class Client:
     def send(self, command: Command, *, collect: bool = False, context: Any = None) -> None:
         """Write one command frame (thread-safe); ``collect`` and ``context`` as in
         :meth:`ClientSession.send`. Once the server's output ended nothing is sent (the
-        command is not outstanding) and :class:`ServerClosed` is raised."""
+        command is not outstanding) and :class:`ServerClosed` is raised; if the write fails,
+        the command stays outstanding and is in the ``lost`` of the error that ends the
+        stream."""
         with self._write_lock:
             with self._session_lock:
                 if self.session.state is ClientState.CLOSED:
