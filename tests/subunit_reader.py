@@ -16,6 +16,7 @@ from typing import Any
 import subunit
 import testtools
 
+from testserver.clients.streamfeed import status_arguments
 from testserver.wire.events import Packet
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
@@ -47,20 +48,6 @@ def read_with_subunit(data: bytes, *, non_subunit_name: str | None = None) -> li
 
 
 def subunit_view(packet: Packet) -> dict:
-    """What python-subunit's reader reports for ``packet`` (it has no parent id)."""
-    timestamp = None
-    if packet.timestamp_ns is not None:
-        seconds, ns = divmod(packet.timestamp_ns, 10**9)
-        timestamp = EPOCH + datetime.timedelta(seconds=seconds, microseconds=ns / 1000)
-    return {
-        "test_id": packet.test_id,
-        "test_status": packet.status,
-        "test_tags": None if packet.tags is None else set(packet.tags),
-        "runnable": packet.runnable,
-        "file_name": packet.file_name,
-        "file_bytes": None if packet.file_name is None else packet.file_bytes,
-        "eof": packet.eof,
-        "mime_type": packet.mime_type,
-        "route_code": packet.route_code,
-        "timestamp": timestamp,
-    }
+    """What python-subunit's reader reports for ``packet`` (it has no parent id): the
+    library's ``StreamResultFeed`` mapping, which the codec tests thereby check too."""
+    return status_arguments(packet)

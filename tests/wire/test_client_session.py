@@ -125,6 +125,18 @@ def test_completions_of_no_outstanding_command_are_stray() -> None:
     assert list(session.outstanding) == ["r"]
 
 
+def test_a_context_attached_to_a_command_comes_back_with_its_completion_or_loss() -> None:
+    """The caller's own data rides on the outstanding entry: no id map of its own needed."""
+    session = opened()
+    request, other = object(), object()
+    session.send(RunTests("r"), context=request)
+    session.send(Quit("q"), context=other)
+    got = session.receive(complete("r"))
+    assert isinstance(got, Completed) and got.context is request
+    assert session.outstanding["q"].context is other
+    assert [lost.context for lost in session.receive_end_of_stream()] == [other]
+
+
 def test_end_of_stream_ends_every_outstanding_command() -> None:
     session = opened()
     for command in (RunTests("r"), Cancel("c"), Quit("q")):

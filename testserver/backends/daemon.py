@@ -63,16 +63,10 @@ from testserver.backends.pool import (
     WarmServer,
     log,
 )
-from testserver.clients.client import Client, ClientError
-from testserver.wire.clientsession import (
-    Completed,
-    ControlReceived,
-    HelloReceived,
-    Received,
-    StreamPacket,
-)
+from testserver.clients.client import Client, ClientError, Reply
+from testserver.wire.clientsession import Received, StreamPacket
 from testserver.wire.commands import ListTests, RunTests
-from testserver.wire.control import COMPLETE, RELOAD, encode_control
+from testserver.wire.control import COMPLETE, encode_control
 from testserver.wire.events import Packet
 from testserver.wire.packets import encode_packet, encode_status, file_packets
 from testserver.wire.synthetic import TEXT_MIME, failing_test
@@ -144,11 +138,6 @@ def check_request(request: object) -> dict[str, Any]:
     return request
 
 
-def _completes(received: Received, command_id: str | None) -> bool:
-    """Whether ``received`` is the completion of command ``command_id``."""
-    return isinstance(received, Completed) and received.command.id == command_id
-
-
 class Session:
     """Serves one connection: read the request, answer it, close."""
 
@@ -157,8 +146,8 @@ class Session:
         self.conn = conn
         self.out: list[bytes] = []
         """Packets for the client not sent yet (sent before each blocking read)."""
-        self.running: str | None = None
-        """The id of the ``run-tests`` in progress on the server."""
+        self.running: Reply | None = None
+        """The ``run-tests`` in progress on the server."""
 
     def handle(self) -> None:
         try:
@@ -273,10 +262,8 @@ class Session:
     def _list(self, server: WarmServer, ids: list[str] | None) -> int:
         client = server.client
         assert client is not None
-        command = ListTests(client.new_id())
-        self._deliver(client, command)
         listed = []
-        for packet in self._collect(server, command.id):
+        for packet in self._collect(self._deliver(client, ListTests(client.new_id()))):
             if packet.status == "exists" and packet.test_id:
                 listed.append(packet.test_id)
             elif packet.test_id is None:  # output written while loading
@@ -306,10 +293,9 @@ class Session:
         failed = tuple(e["test_id"] for e in errors if e.get("test_id"))
         tracebacks: dict[str, bytes] = collections.defaultdict(bytes)
         if failed:
-            command = RunTests(client.new_id(), failed)
-            client.send(command)
+            reply = client.follow(RunTests(client.new_id(), failed))
             client.send_stdin(b"")
-            for packet in self._collect(server, command.id):
+            for packet in self._collect(reply):
                 if packet.file_name == "traceback" and packet.test_id:
                     tracebacks[packet.test_id] += packet.file_bytes
         parts = []
@@ -325,60 +311,43 @@ class Session:
     def _run(self, server: WarmServer, ids: list[str] | None) -> int:
         client = server.client
         assert client is not None
-        command = RunTests(client.new_id(), tuple(ids or ()))
-        self._deliver(client, command)
-        self.running = command.id
+        reply = self._deliver(client, RunTests(client.new_id(), tuple(ids or ())))
+        self.running = reply
         client.send_stdin(b"")  # tests see end of input, as under testr and stestr
-        while True:
-            received = self._note(server, self._receive(client))
+        while (received := self._next(reply)) is not None:
             if isinstance(received, StreamPacket):
                 self.out.append(encode_packet(received.packet, subunit_version=server.version))
-            elif isinstance(received, Completed) and received.command.id == command.id:
-                self.running = None
-                return 0 if received.body.get("status") == "ok" else 1
+        self.running = None
+        return 0 if (reply.complete or {}).get("status") == "ok" else 1
 
     @staticmethod
-    def _deliver(client: Client, command: ListTests | RunTests) -> None:
+    def _deliver(client: Client, command: ListTests | RunTests) -> Reply:
         """Send the request's first command; a server that cannot take it has not run it."""
         try:
-            client.send(command)
+            return client.follow(command)
         except (ClientError, OSError) as error:
             raise NotDelivered(str(error)) from error
 
-    def _collect(self, server: WarmServer, command_id: str) -> list[Packet]:
-        """The packets (control events left out) up to the completion of ``command_id``."""
-        assert server.client is not None
-        packets = []
-        while True:
-            received = self._note(server, server.client.receive()[1])
-            if isinstance(received, StreamPacket):
-                packets.append(received.packet)
-            elif _completes(received, command_id):
-                return packets
-
     @staticmethod
-    def _note(server: WarmServer, received: Received) -> Received:
-        """Keep what we know of ``server`` current: a hello replaces it, a reload's generation
-        updates it (the client's session tracks both)."""
-        if isinstance(received, HelloReceived):
-            server.hello = received.body
-        elif isinstance(received, ControlReceived) and received.name == RELOAD:
-            server.hello = {**server.hello, "generation": received.body.get("generation")}
-        return received
+    def _collect(reply: Reply) -> list[Packet]:
+        """The packets (control events left out) up to the completion of ``reply``'s command."""
+        return [got.packet for _, got in reply.events() if isinstance(got, StreamPacket)]
 
-    def _receive(self, client: Client) -> Received:
-        """The next packet's meaning; before blocking, send what is pending, watch the client."""
+    def _next(self, reply: Reply) -> Received | None:
+        """What the next packet of ``reply`` is, ``None`` at its completion; before blocking,
+        send what is pending and watch the client."""
         try:
-            return client.receive(timeout=0)[1]
+            item = reply.step(timeout=0)
         except TimeoutError:
-            pass
-        self._flush()
-        while True:
-            try:
-                return client.receive(timeout=DISCONNECT_POLL)[1]
-            except TimeoutError:
-                if self._peer_closed():
-                    raise ClientGone from None
+            self._flush()
+            while True:
+                try:
+                    item = reply.step(timeout=DISCONNECT_POLL)
+                    break
+                except TimeoutError:
+                    if self._peer_closed():
+                        raise ClientGone from None
+        return None if item is None else item[1]
 
     def _abandon(self, server: WarmServer) -> None:
         """The client left during a run: cancel it, wait for the completion, keep the server."""
@@ -388,13 +357,11 @@ class Session:
         deadline = time.monotonic() + CANCEL_TIMEOUT
         try:
             client.cancel()
-            while self.running is not None:
+            while self.running is not None and self.running.completed is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("the cancelled batch did not complete")
-                received = self._note(server, client.receive(timeout=remaining)[1])
-                if _completes(received, self.running):
-                    self.running = None
+                self.running.step(timeout=remaining)
         except (ClientError, OSError, TimeoutError) as error:
             log(f"server {server.pid}: {error}; stopping it")
             self.daemon.pool.discard(server)

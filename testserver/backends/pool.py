@@ -156,7 +156,6 @@ class WarmServer:
         self.process = process
         self.pump = pump
         self.client: Client | None = None
-        self.hello: dict[str, Any] = {}
         self.busy = False
         self.known_ids: frozenset[str] | None = None
         """The ids of its latest listing for ``testserver run`` (changed sources aside)."""
@@ -167,6 +166,16 @@ class WarmServer:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        """The server's latest hello (its client follows restarts)."""
+        return {} if self.client is None else self.client.hello
+
+    @property
+    def generation(self) -> int | None:
+        """The server's source generation, as its client's session last saw it."""
+        return None if self.client is None else self.client.session.generation
 
     @property
     def version(self) -> str:
@@ -205,7 +214,6 @@ class WarmServer:
                 raise StartFailed(pump.tail() or str(error), usage=True) from None
             command = " ".join(argv)
             raise StartFailed(f"the test server ({command}) failed to start: {how}") from None
-        server.hello = server.client.hello
         log(f"server {process.pid} ready: {server.hello.get('tests')} tests")
         return server
 
@@ -251,7 +259,7 @@ class WarmServer:
             "busy": self.busy,
             "runs": self.runs,
             "tests": self.hello.get("tests"),
-            "generation": self.hello.get("generation"),
+            "generation": self.generation,
             "started": self.started,
             "idle_for": None if self.busy else round(time.monotonic() - self.last_used, 3),
         }

@@ -99,7 +99,8 @@ class _Run:
 
 
 class _Pending:
-    """A command sent to the server, until its completion arrives."""
+    """What the bridge attaches to a command it sends (the session's ``context``): the
+    editor's request, the run it drives, and the event its sender waits on."""
 
     def __init__(self, request: Request | None, run: _Run | None = None) -> None:
         self.request = request
@@ -107,8 +108,21 @@ class _Pending:
         self.run = run
         self.done = threading.Event()
         self.body: dict[str, Any] = {}
-        self.ids: list[str] = []
-        """For a ``list-tests``: the ids listed."""
+        """The completion (or the failure) it got."""
+        self.packets: tuple[Packet, ...] = ()
+        """Its collected packets (a ``list-tests``: the ``exists`` ones)."""
+        self._settled = False
+        self._lock = threading.Lock()
+
+    def settle(self, body: dict[str, Any], packets: tuple[Packet, ...] = ()) -> bool:
+        """Record its outcome; ``False`` if it had one already (a send that failed and the
+        end of the stream may both report a lost command)."""
+        with self._lock:
+            if self._settled:
+                return False
+            self._settled = True
+        self.body, self.packets = body, packets
+        return True
 
 
 class BridgeRenderer(JsonRenderer):
@@ -142,9 +156,7 @@ class Bridge:
         self.dead = True
         self.pump: threading.Thread | None = None
         self.lock = threading.Lock()
-        self.pending: dict[str, _Pending] = {}
         self.run: _Run | None = None
-        self.listing: _Pending | None = None
         self.last_run: tuple[str, Any] = ("", None)
         self.queue: queue.Queue[Request | None] = queue.Queue()
         self.input_closed = False
@@ -319,14 +331,12 @@ class Bridge:
         client = self.client
         assert client is not None
         pending = _Pending(None)
-        self.listing = pending
-        self._send(client, ListTests(client.new_id()), pending)
+        self._send(client, ListTests(client.new_id()), pending, collect=True)
         pending.done.wait()
-        self.listing = None
         if pending.body.get("status") != "ok":
             self._complete(request, pending.body)
             return None
-        return pending.ids
+        return [p.test_id for p in pending.packets if p.status == "exists" and p.test_id]
 
     def _select(self, request: Request) -> tuple[list[str], list[str]] | None:
         """The request's selected ids and unmatched selectors (each reported as a message);
@@ -341,25 +351,24 @@ class Bridge:
 
     # -- talking to the server -----------------------------------------------------------
 
-    def _send(self, client: Client, command: Command, pending: _Pending) -> None:
-        """Send ``command``; its completion (or the server's death) completes ``pending``."""
+    def _send(
+        self, client: Client, command: Command, pending: _Pending, *, collect: bool = False
+    ) -> None:
+        """Send ``command`` with ``pending`` as its context: its ``Completed`` (or its ``Lost``
+        when the server dies) completes ``pending``."""
         with self.lock:
             alive = client is self.client and not self.dead
-            if alive:
-                self.pending[command.id] = pending
         if not alive:
             self._fail(pending, "no-server", "the server is not running")
             return
         try:
-            client.send(command)
+            client.send(command, collect=collect, context=pending)
         except ClientError as error:
-            with self.lock:
-                lost = self.pending.pop(command.id, None)
-            if lost is not None:
-                self._fail(lost, "server-died", str(error))
+            self._fail(pending, "server-died", str(error))
 
     def _fail(self, pending: _Pending, code: str, message: str) -> None:
-        pending.body = {"status": "error", "code": code, "message": message}
+        if not pending.settle({"status": "error", "code": code, "message": message}):
+            return
         if pending.request is not None:
             self._complete(pending.request, pending.body)
         pending.done.set()
@@ -384,7 +393,7 @@ class Bridge:
             if isinstance(received, StreamPacket):
                 self._on_stream(received.packet, assembler)
             elif isinstance(received, Completed):
-                self._on_complete(received.body)
+                self._on_complete(received)
             elif isinstance(received, ControlReceived):
                 if received.name == STDIN_WANTED:
                     self._on_stdin_wanted(received.body)
@@ -394,10 +403,7 @@ class Bridge:
             # completion (of no command of ours) needs nothing
 
     def _on_stream(self, packet: Packet, assembler: Assembler) -> None:
-        if packet.status == "exists" and packet.test_id:
-            listing = self.listing
-            if listing is not None:
-                listing.ids.append(packet.test_id)
+        if packet.status == "exists":  # a listing's: its session collects them
             return
         run = self.run
         if run is not None and packet.test_id and packet.file_name in OUTPUT_NAMES:
@@ -452,12 +458,10 @@ class Bridge:
             prompt="" if run is None else run.prompts.get(str(test_id), ""),
         )
 
-    def _on_complete(self, body: dict[str, Any]) -> None:
-        with self.lock:
-            pending = self.pending.pop(str(body.get("id")), None)
-        if pending is None:
+    def _on_complete(self, completed: Completed) -> None:
+        pending, body = completed.context, completed.body
+        if not isinstance(pending, _Pending) or not pending.settle(body, completed.packets):
             return
-        pending.body = body
         run = pending.run
         if run is not None:
             for test_id, _ in list(run.decoders):
@@ -471,17 +475,18 @@ class Bridge:
         pending.done.set()
 
     def _server_gone(self, client: Client, error: ClientError) -> None:
+        """The stream ended: every command in ``error.lost`` fails (the session's list)."""
         with self.lock:
             if client is not self.client:
                 return
             self.dead = True
-            lost, self.pending = list(self.pending.values()), {}
         if not self.quitting:
             if self.run is not None:
                 self.renderer.message(f"the server failed: {error}")
             self.renderer.emit("error", id=None, code="server-died", message=str(error))
-        for pending in lost:
-            self._fail(pending, "server-died", str(error))
+        for lost in error.lost:
+            if isinstance(lost.context, _Pending):
+                self._fail(lost.context, "server-died", str(error))
 
 
 # -- command line ------------------------------------------------------------------------

@@ -11,6 +11,9 @@ process starts fast.
         for packet in run:
             ...
         print(run.complete["outcomes"])
+
+``client.run_into(ids, result)`` feeds a run into any testtools ``StreamResult`` instead
+(:mod:`testserver.clients.streamfeed`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from testserver.wire.clientsession import (
     ClientState,
     Completed,
     HelloReceived,
+    Lost,
     Received,
 )
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
@@ -45,6 +49,10 @@ STDERR_TAIL = 4000
 
 class ClientError(Exception):
     """Base of the errors a client raises."""
+
+    lost: tuple[Lost, ...] = ()
+    """Set on the error that ended the session (end of output, output not understood): the
+    commands sent that will never complete, oldest first, each with its ``context``."""
 
 
 class ServerClosed(ClientError):
@@ -72,26 +80,48 @@ class ProtocolViolation(ClientError):
     """The server's output is not a valid subunit stream."""
 
 
-class Run:
-    """The packets of one ``run-tests`` as they arrive; ``complete`` is set at the end."""
+class Reply:
+    """What one queued command gets, packet by packet, up to its own completion.
+
+    The one "wait for my completion" of every client: the library, the daemon and the debug
+    client read through a :class:`Reply` (the editor bridge, whose single reader serves many
+    commands, reads :meth:`Client.receive` and acts on each ``Completed``).
+    """
 
     def __init__(self, client: Client, command_id: str) -> None:
         self.client = client
         self.id = command_id
-        self.complete: dict[str, Any] | None = None
+        self.completed: Completed | None = None
+        """The command's ``Completed``, once it arrived."""
+
+    @property
+    def complete(self) -> dict[str, Any] | None:
+        """The completion's body, once it arrived."""
+        return None if self.completed is None else self.completed.body
+
+    def step(self, timeout: float | None = None) -> tuple[Packet, Received] | None:
+        """The next packet before the completion, with what the session makes of it; ``None``
+        once the completion arrived. ``TimeoutError`` if nothing came within ``timeout``."""
+        if self.completed is not None:
+            return None
+        packet, received = self.client.receive(timeout)
+        if isinstance(received, Completed) and received.command.id == self.id:
+            self.completed = received
+            return None
+        return packet, received
+
+    def events(self) -> Iterator[tuple[Packet, Received]]:
+        """Each packet before the completion, with what the session makes of it."""
+        while (item := self.step()) is not None:
+            yield item
 
     def __iter__(self) -> Iterator[Packet]:
         for packet, _ in self.events():
             yield packet
 
-    def events(self) -> Iterator[tuple[Packet, Received]]:
-        """Each packet before this run's completion, with what the session makes of it."""
-        while self.complete is None:
-            packet, received = self.client.receive()
-            if isinstance(received, Completed) and received.command.id == self.id:
-                self.complete = received.body
-                return
-            yield packet, received
+
+class Run(Reply):
+    """The packets of one ``run-tests`` as they arrive; ``complete`` is set at the end."""
 
     def cancel(self) -> None:
         """Ask the server to cancel this run (safe from another thread)."""
@@ -100,6 +130,13 @@ class Run:
     def send_stdin(self, data: bytes) -> None:
         """Send ``data`` to the running test's stdin (``b""``: end of input)."""
         self.client.send_stdin(data)
+
+    def feed(self, result: Any) -> dict[str, Any]:
+        """Feed this run into ``result``, any object with testtools' ``StreamResult``
+        interface; return the completion (see :mod:`testserver.clients.streamfeed`)."""
+        from testserver.clients.streamfeed import StreamResultFeed  # only when asked: datetime
+
+        return StreamResultFeed(result).feed_run(self)
 
 
 class Client:
@@ -157,13 +194,17 @@ class Client:
         with self._session_lock:
             return self.session.new_id()
 
-    def send(self, command: Command, *, collect: bool = False) -> None:
-        """Write one command frame (thread-safe); ``collect``: keep its packets."""
+    def send(self, command: Command, *, collect: bool = False, context: Any = None) -> None:
+        """Write one command frame (thread-safe); ``collect`` and ``context`` as in
+        :meth:`ClientSession.send`. Once the server's output ended nothing is sent (the
+        command is not outstanding) and :class:`ServerClosed` is raised; if the write fails,
+        the command stays outstanding and is in the ``lost`` of the error that ends the
+        stream."""
         with self._write_lock:
             with self._session_lock:
                 if self.session.state is ClientState.CLOSED:
                     raise self._closed_error("the server closed its output")
-                data = self.session.send(command, collect=collect)
+                data = self.session.send(command, collect=collect, context=context)
             view = memoryview(data)
             try:
                 while view:
@@ -171,18 +212,20 @@ class Client:
             except BrokenPipeError:
                 raise self._closed_error("the server closed its stdin") from None
 
+    def follow(self, command: Command) -> Reply:
+        """Send the queued ``command``; read what it gets through the :class:`Reply`."""
+        self.send(command)
+        return Reply(self, command.id)
+
     def request(self, command: Command) -> tuple[list[Packet], dict[str, Any]]:
         """Send ``command``; return the packets before its completion (control events
         included) and the completion; raise :class:`CommandFailed` on ``error``."""
-        self.send(command)
-        packets = []
-        while True:
-            packet, received = self.receive()
-            if isinstance(received, Completed) and received.command.id == command.id:
-                if received.failed:
-                    raise CommandFailed(received.body)
-                return packets, received.body
-            packets.append(packet)
+        reply = self.follow(command)
+        packets = list(reply)
+        assert reply.completed is not None
+        if reply.completed.failed:
+            raise CommandFailed(reply.completed.body)
+        return packets, reply.completed.body
 
     def list(self) -> list[str]:
         """Every runnable test id, in load order."""
@@ -194,6 +237,11 @@ class Client:
         command = RunTests(self.new_id(), tuple(test_ids))
         self.send(command)
         return Run(self, command.id)
+
+    def run_into(self, test_ids: Iterable[str], result: Any) -> dict[str, Any]:
+        """Run ``test_ids`` (all if empty) into ``result``, any object with testtools'
+        ``StreamResult`` interface; return the completion. See :meth:`Run.feed`."""
+        return self.run(test_ids).feed(result)
 
     def cancel(self) -> None:
         """Cancel the running batch (its completion then has status ``cancelled``)."""
@@ -245,14 +293,15 @@ class Client:
         """The next packet and what the session makes of it (see ``wire/clientsession``).
 
         At the end of the server's output every outstanding command is lost and
-        :class:`ServerClosed` is raised.
+        :class:`ServerClosed` is raised, with those commands in its ``lost``; output that is
+        not the protocol ends the session the same way with :class:`ProtocolViolation`.
         """
         packet = self._read_packet(timeout)
-        with self._session_lock:
-            try:
+        try:
+            with self._session_lock:
                 received = self.session.receive(packet)
-            except RemoteProtocolError as error:
-                raise ProtocolViolation(str(error)) from error
+        except RemoteProtocolError as error:
+            raise self._ended(ProtocolViolation(str(error))) from error
         if isinstance(received, HelloReceived):
             self.hello = received.body
         return packet, received
@@ -262,14 +311,12 @@ class Client:
             try:
                 event = self.decoder.next_event()
             except PacketError as error:
-                raise ProtocolViolation(f"bad output from the server: {error}") from error
+                message = f"bad output from the server: {error}"
+                raise self._ended(ProtocolViolation(message)) from error
             if isinstance(event, Packet):
                 return event
             if event is END_OF_INPUT:
-                with self._session_lock:
-                    if self.session.state is not ClientState.CLOSED:
-                        self.session.receive_end_of_stream()
-                raise self._closed_error("the server closed its output")
+                raise self._ended(self._closed_error("the server closed its output"))
             assert event is NEED_DATA
             if timeout is not None:
                 ready, _, _ = select.select([self.read_fd], [], [], timeout)
@@ -277,6 +324,13 @@ class Client:
                     raise TimeoutError(f"no output from the server within {timeout} s")
             data = os.read(self.read_fd, READ_SIZE)
             self.decoder.receive_data(data)
+
+    def _ended(self, error: ClientError) -> ClientError:
+        """``error`` ends the session: the commands still outstanding go into its ``lost``."""
+        with self._session_lock:
+            if self.session.state is not ClientState.CLOSED:
+                error.lost = tuple(self.session.receive_end_of_stream())
+        return error
 
     def _read_hello(self) -> dict[str, Any]:
         received = self.receive()[1]

@@ -17,7 +17,7 @@ from typing import BinaryIO, TextIO
 
 from testserver.clients.client import Client, ClientError
 from testserver.clients.console import add_server_arguments, server_arguments
-from testserver.wire.clientsession import Completed, ControlReceived, StreamPacket
+from testserver.wire.clientsession import ControlReceived, StreamPacket
 from testserver.wire.control import STDIN_WANTED
 from testserver.wire.events import Packet
 
@@ -54,12 +54,13 @@ class Session:
         run = self.client.run([test_id])
         while True:
             try:
-                received = self.client.receive()[1]
+                item = run.step()
             except KeyboardInterrupt:
                 self.client.cancel()
                 continue
-            if isinstance(received, Completed) and received.command.id == run.id:
-                return received.body
+            if item is None:
+                return run.complete or {}
+            received = item[1]
             if isinstance(received, ControlReceived) and received.name == STDIN_WANTED:
                 self.answer()
             elif isinstance(received, StreamPacket):

@@ -23,12 +23,11 @@ from typing import BinaryIO, TextIO
 
 from testserver.clients.runs import Renderer, Tally
 from testserver.wire.events import Packet
-from testserver.wire.packets import encode_packet, encode_status, file_packets
+from testserver.wire.packets import encode_packet
+from testserver.wire.synthetic import not_run_test
 
 SUBTEST_MODES = ("report", "fold")
 """Values of ``--subtests``."""
-
-TEXT_MIME = "text/plain;charset=utf8"
 
 
 class SubunitRenderer(Renderer):
@@ -58,27 +57,7 @@ class SubunitRenderer(Renderer):
         print(f"testserver: {text}", file=self.err or sys.stderr, flush=True)
 
     def finish(self, tally: Tally) -> None:
+        status = tally.complete.get("status")
         for test_id in tally.not_run:
-            self.stream.write(not_run_record(test_id, tally, self.version))
+            self.stream.write(b"".join(not_run_test(test_id, status, subunit_version=self.version)))
         self.stream.flush()
-
-
-def not_run_record(test_id: str, tally: Tally, version: str = "2.1") -> bytes:
-    """A failing test ``test_id`` whose ``reason`` says that it was requested but not run."""
-    status = tally.complete.get("status")
-    why = "the run was cancelled" if status == "cancelled" else f"the batch ended ({status})"
-    reason = (
-        f"testserver: {test_id} was requested but did not run: {why} before it reported a "
-        "result (a test may have replaced unittest's runner, or a fixture failed)."
-    )
-    data = encode_status(test_id, "inprogress", subunit_version=version)
-    data += b"".join(
-        file_packets(
-            "reason",
-            reason.encode(),
-            test_id=test_id,
-            mime_type=TEXT_MIME,
-            subunit_version=version,
-        )
-    )
-    return data + encode_status(test_id, "fail", subunit_version=version)

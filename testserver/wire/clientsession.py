@@ -60,11 +60,13 @@ CLIENT_TRANSITIONS: dict[ClientState, dict[ClientEvent, tuple[ClientState, ...]]
 
 @dataclass
 class Outstanding:
-    """A command sent and not yet completed; ``packets`` collects its events if asked."""
+    """A command sent and not yet completed; ``packets`` collects its events if asked;
+    ``context`` is whatever the caller attached (handed back in its ``Completed`` or ``Lost``)."""
 
     command: Command
     collect: bool = False
     packets: list[Packet] = field(default_factory=list)
+    context: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +78,13 @@ class HelloReceived:
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """``command`` completed with ``body``; ``packets`` are its events when collected."""
+    """``command`` completed with ``body``; ``packets`` are its events when collected;
+    ``context`` is what the caller attached when sending it."""
 
     command: Command
     body: dict[str, Any]
     packets: tuple[Packet, ...] = ()
+    context: Any = None
 
     @property
     def failed(self) -> bool:
@@ -114,9 +118,10 @@ class StreamPacket:
 
 @dataclass(frozen=True, slots=True)
 class Lost:
-    """The stream ended before ``command`` completed."""
+    """The stream ended before ``command`` completed; ``context`` as in :class:`Completed`."""
 
     command: Command
+    context: Any = None
 
 
 Received = HelloReceived | Completed | StrayCompletion | ControlReceived | StreamPacket
@@ -141,10 +146,12 @@ class ClientSession:
         """A command id not used before by this session."""
         return f"{self.id_prefix}{next(self._ids)}"
 
-    def send(self, command: Command, *, collect: bool = False) -> bytes:
+    def send(self, command: Command, *, collect: bool = False, context: Any = None) -> bytes:
         """Register ``command`` as outstanding and return its frame bytes to write.
 
-        ``collect``: keep its stream packets for :attr:`Completed.packets`.
+        ``collect``: keep its stream packets for :attr:`Completed.packets`; ``context``: any
+        object of the caller's, handed back with the command's :class:`Completed` or
+        :class:`Lost` (the editor bridge attaches the editor's request).
         """
         self._move(CE.SEND, self.state)
         if command.id in self.outstanding:
@@ -152,7 +159,7 @@ class ClientSession:
                 f"command id {command.id!r} is still outstanding; use new_id() for each command"
             )
         data = encode_command(command)
-        self.outstanding[command.id] = Outstanding(command, collect)
+        self.outstanding[command.id] = Outstanding(command, collect, context=context)
         return data
 
     def owner(self) -> str | None:
@@ -189,7 +196,7 @@ class ClientSession:
     def receive_end_of_stream(self) -> list[Lost]:
         """The server's output ended: every outstanding command is lost, oldest first."""
         self._move(CE.END_OF_STREAM, C.CLOSED)
-        lost = [Lost(entry.command) for entry in self.outstanding.values()]
+        lost = [Lost(entry.command, entry.context) for entry in self.outstanding.values()]
         self.outstanding.clear()
         return lost
 
@@ -201,7 +208,7 @@ class ClientSession:
         generation = body.get("generation")
         if isinstance(generation, int):
             self.generation = generation
-        return Completed(entry.command, body, tuple(entry.packets))
+        return Completed(entry.command, body, tuple(entry.packets), entry.context)
 
     def _move(self, event: ClientEvent, target: ClientState) -> None:
         allowed = CLIENT_TRANSITIONS[self.state].get(event)
