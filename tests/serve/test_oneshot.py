@@ -106,7 +106,7 @@ def test_list_with_an_import_error_exits_2_with_an_import_errors_attachment():
     assert b"this_module_does_not_exist" in text
     assert b"this_module_does_not_exist" in global_file(decode(reference.stdout), "import errors")
     attachment = next(e for e in events if e.get("file_name") == "import errors")
-    assert attachment["mime_type"] == "text/plain;charset=utf8"
+    assert attachment["mime_type"] == "text/plain; charset=utf8"
     assert attachment["eof"]
 
 

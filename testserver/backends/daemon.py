@@ -68,8 +68,8 @@ from testserver.wire.clientsession import Received, StreamPacket
 from testserver.wire.commands import ListTests, RunTests
 from testserver.wire.control import COMPLETE, encode_control
 from testserver.wire.events import Packet
-from testserver.wire.packets import encode_packet, encode_status, file_packets
-from testserver.wire.synthetic import TEXT_MIME, failing_test
+from testserver.wire.packets import TEXT_MIME, encode_packet, encode_status, file_packets
+from testserver.wire.synthetic import failing_test
 
 MAX_REQUEST = 64 << 20
 """Largest request line: 64 MiB holds a ``--load-list`` of a few hundred thousand ids."""

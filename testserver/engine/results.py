@@ -40,12 +40,9 @@ from testserver.engine.details import (
     details_text,
 )
 from testserver.wire.errors import LocalProtocolError
-from testserver.wire.packets import SUBUNIT_VERSIONS, encode_status, file_packets
+from testserver.wire.packets import SUBUNIT_VERSIONS, TEXT_MIME, encode_status, file_packets
 
 __all__ = ["TEXT_MIME", "TRACEBACK_MIME", "PacketResult"]
-
-TEXT_MIME = "text/plain; charset=utf8"
-"""MIME type of captured output, skip reasons and other plain text attachments."""
 
 TRACEBACK_MIME = "text/x-traceback; charset=utf8"
 """MIME type of tracebacks, as python-subunit writes them."""

@@ -20,7 +20,7 @@ from testserver.serve.channel import PrivateChannel
 from testserver.serve.driver import PacketWriter, SessionDriver
 from testserver.serve.server import emit_output, list_packets
 from testserver.wire.commands import ListTests, Reload, RunTests
-from testserver.wire.packets import file_packets
+from testserver.wire.packets import TEXT_MIME, file_packets
 from testserver.wire.sessionactions import Action
 
 EXIT_IMPORT_ERRORS = 2
@@ -110,7 +110,7 @@ def _list(index: TestIndex, ids: list[str], write: PacketWriter, version: str) -
             file_packets(
                 "import errors",
                 text,
-                mime_type="text/plain;charset=utf8",
+                mime_type=TEXT_MIME,
                 subunit_version=version,
             )
         )

@@ -59,6 +59,9 @@ __all__ = [
 ]
 
 SUBUNIT_VERSIONS = ("2.0", "2.1")
+
+TEXT_MIME = "text/plain; charset=utf8"
+"""MIME type of plain text attachments: captured output, reasons, tracebacks we write."""
 """Encoder dialects: "2.1" may carry PARENT_TEST_ID (flag 0x0008), "2.0" never does."""
 
 STRING_CACHE_SIZE = 4096

@@ -8,10 +8,7 @@ The server's engine has its own (``PacketResult.report_failure``). No I/O here.
 
 from __future__ import annotations
 
-from testserver.wire.packets import encode_status, file_packets
-
-TEXT_MIME = "text/plain;charset=utf8"
-"""The MIME type of a synthetic failure's reason."""
+from testserver.wire.packets import TEXT_MIME, encode_status, file_packets
 
 
 def failing_test(
