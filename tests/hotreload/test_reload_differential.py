@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, ServerProcess, Transcript
+from serverproc import ServerProcess, Transcript, copy_project
 
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.control import RELOAD
@@ -508,9 +508,9 @@ def check_expectation(scenario: Scenario, reloads: list[dict]) -> str | None:
     return f"expected an in-place reload, got a restart: {restarts}" if restarts else None
 
 
+@pytest.mark.heavy
 def test_warm_server_agrees_with_cold_runs_after_every_edit(tmp_path: Path) -> None:
-    root = tmp_path / "reload_shop"
-    shutil.copytree(PROJECTS / "reload_shop", root)
+    root = copy_project("reload_shop", tmp_path)
     tree = Tree(root)
     plan = scenarios()
     assert len(plan) >= MIN_SCENARIOS

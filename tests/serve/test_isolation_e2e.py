@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 from serverproc import ServerProcess, subunit_events
@@ -54,6 +53,7 @@ def test_a_crashing_batch_reports_the_victims_and_runs_the_rest(server):
     assert server.request(ListTests("after")).complete["tests"] == 8
 
 
+@pytest.mark.heavy
 def test_a_hanging_test_times_out_and_the_batch_goes_on(server):
     ids = (SLOW + "test_hang", SLOW + "test_quick")
     transcript = server.request(RunTests("slow", ids), timeout=30)
@@ -218,7 +218,7 @@ def test_in_process_not_run_and_sigterm():
 
 
 def test_a_hung_worker_dies_with_its_server(server):
-    from serverproc import process_stats
+    from processes import process_stats, wait_gone
 
     server.send(RunTests("hang", (SLOW + "test_hang",)))
     server.read_until(lambda p: p.status == "inprogress")
@@ -226,18 +226,13 @@ def test_a_hung_worker_dies_with_its_server(server):
     assert children, "the worker running the test is a child of the server"
     server.proc.kill()
     server.proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        alive = [p for p, f in process_stats() if p in children and f[0] != "Z"]
-        if not alive:
-            break
-        time.sleep(0.05)
+    alive = wait_gone(children, timeout=10)
     assert not alive, f"workers outlived the server: {alive}"
 
 
 def test_a_server_whose_client_is_gone_cancels_and_exits(server):
     """Closing the server's stdout (the client died) ends a hung batch and the server."""
-    from serverproc import process_stats
+    from processes import process_stats
 
     server.send(RunTests("hang", (SLOW + "test_hang",)))
     server.read_until(lambda p: p.status == "inprogress")
