@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from serverproc import ServerProcess, subunit_events
+from serverproc import subunit_events
 
 from testserver.wire.commands import Cancel, ListTests, Quit, RunTests, Stdin
 from testserver.wire.control import COMPLETE, HELLO
@@ -13,10 +13,8 @@ FAILED_IMPORT = "unittest.loader._FailedTest.ebasic.test_broken_import"
 
 
 @pytest.fixture
-def server():
-    proc = ServerProcess("e2e_basic", "-t", ".", "-s", "ebasic")
-    yield proc
-    proc.kill()
+def server(start_server):
+    return start_server("e2e_basic", "-t", ".", "-s", "ebasic")
 
 
 def final_statuses(events: list[dict]) -> dict[str, str]:
@@ -163,15 +161,12 @@ def test_subtests_have_parent_ids_and_the_parent_a_final_status(server):
     assert parsed[parent] == "fail"
 
 
-def test_subunit_2_0_never_sets_the_parent_flag():
-    proc = ServerProcess("e2e_basic", "-t", ".", "-s", "ebasic", "--subunit-version", "2.0")
-    try:
-        assert proc.hello["subunit"] == "2.0"
-        transcript = proc.request(RunTests("s", ("ebasic.test_subtests.Sub.test_mixed",)))
-        assert all(p.parent_test_id is None for p in transcript.packets)
-        assert "ebasic.test_subtests.Sub.test_mixed (i=1)" in transcript.statuses()
-    finally:
-        proc.kill()
+def test_subunit_2_0_never_sets_the_parent_flag(start_server):
+    proc = start_server("e2e_basic", "-t", ".", "-s", "ebasic", "--subunit-version", "2.0")
+    assert proc.hello["subunit"] == "2.0"
+    transcript = proc.request(RunTests("s", ("ebasic.test_subtests.Sub.test_mixed",)))
+    assert all(p.parent_test_id is None for p in transcript.packets)
+    assert "ebasic.test_subtests.Sub.test_mixed (i=1)" in transcript.statuses()
 
 
 def test_malformed_frames_get_errors_and_the_server_keeps_serving(server):
