@@ -1,13 +1,14 @@
 """Shared set-up: tests live in one folder per layer; the helpers stay in ``tests/``.
 
-``serverproc`` (a real server over pipes), ``subunit_reader`` (python-subunit as the reference
-reader), ``conformance``, ``daemonproc``, ``terminal`` and ``inprocess`` are imported by
-name from every folder.
+``serverproc`` (a real server over pipes, ``PROJECTS`` and ``copy_project`` for the sample
+projects), ``processes`` (what a test left running, and a wait for its exit),
+``subunit_reader`` (python-subunit as the reference reader), ``conformance``, ``daemonproc``,
+``terminal`` and ``inprocess`` are imported by name from every folder.
 
-``start_server`` is the fixture for real ``--serve`` processes (killed after the test);
-``serverproc.copy_project`` gives a test its private copy of a sample project.
-Tests marked ``heavy`` (many seconds each) are collected first, so that with ``-n 2`` the
-workers do not wait on one long test at the end.
+``start_server`` is the fixture for real ``--serve`` processes (killed after the test).
+Tests marked ``heavy`` (many seconds each) are collected first, so that under
+``pytest -n auto --dist loadfile`` (``make test``) their files are handed out first and no
+worker is left with one long test at the end.
 """
 
 from __future__ import annotations

@@ -299,12 +299,12 @@ def _is(packet: Packet, name: str) -> bool:
 
 
 def run_oneshot(
-    project: str | Path, *args: str, stdin=subprocess.DEVNULL
+    project: str | Path, *args: str, stdin=subprocess.DEVNULL, module: str = "testserver"
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m testserver ARGS`` once in ``project``."""
+    """Run ``python -m MODULE ARGS`` once in ``project`` (``subunit.run`` for the reference)."""
     cwd = PROJECTS / project if isinstance(project, str) else project
     return subprocess.run(
-        [sys.executable, "-m", "testserver", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         stdin=stdin,
         capture_output=True,

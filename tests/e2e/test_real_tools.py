@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, ServerProcess, copy_project
+from serverproc import ServerProcess, copy_project, run_oneshot
 
 from testserver.wire.commands import Quit, RunTests
 
@@ -85,14 +85,7 @@ def launcher_env(**extra: str) -> dict[str, str]:
 
 
 def oneshot_bytes(project: Path | str, *args: str, module: str = "testserver") -> bytes:
-    cwd = PROJECTS / project if isinstance(project, str) else project
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=TOOL_TIMEOUT,
-    )
+    proc = run_oneshot(project, *args, module=module)
     assert proc.returncode == 0, proc.stderr.decode()
     return proc.stdout
 
