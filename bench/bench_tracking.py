@@ -8,7 +8,7 @@ Builds the stream a worker writes for N tests (``inprogress``, a ``stdout`` atta
 ``success``, with timestamps), cut into ``--chunk``-byte reads as from a pipe. Then times,
 round-robin so that drift hits both alike, ``BatchTracker.feed`` behind:
 
-- *checked*: ``split_packets(checked=True)``, what ``BatchRun`` does with a worker's pipe
+- *checked*: ``split_packets(checked=True)``, what ``WorkerBatch`` does with a worker's pipe
   (length bounds and CRC32 of every packet: a test may write into the pipe);
 - *unchecked*: ``split_packets``, the header only.
 

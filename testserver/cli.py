@@ -47,6 +47,10 @@ COMMAND_HELP = {
 }
 """One line per command for ``testserver --help``."""
 
+SHARD_ENV = "TESTSERVER_SHARD"
+"""``K/N``: one-shot mode's ``--shard`` when the command line has none (stestr writes its
+backend's command line itself; a CI matrix sets variables)."""
+
 TERMINAL_REFUSAL = (
     "testserver: refusing to write binary subunit to a terminal. Pipe it into a reader "
     "(| subunit2pyunit) or redirect it (> out.subunit); to run tests at a terminal use "
@@ -93,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-l", "--list", action="store_true", help="list the tests, do not run them")
     parser.add_argument("--load-list", metavar="FILE", help="run (or list) only the ids in FILE")
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run (or list) only share K of N of the suite, for machine K of a CI matrix: "
+        "every test is in exactly one share, balanced by the timing history when there is one",
+    )
     parser.add_argument(
         "--isolation",
         choices=("fork", "none"),
@@ -170,11 +180,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         names = []
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
-    if args.serve and (args.list or args.load_list or args.name_patterns):
+    if args.serve and (args.list or args.load_list or args.name_patterns or args.shard):
         parser.error(
-            "--list, --load-list and -k select tests for one run; with --serve send "
+            "--list, --load-list, -k and --shard select tests for one run; with --serve send "
             "list-tests or run-tests commands instead"
         )
+    if args.shard is None and not args.serve and os.environ.get(SHARD_ENV):
+        args.shard = os.environ[SHARD_ENV]
+    if args.shard is not None:
+        from testserver.scheduling.shards import parse_shard
+
+        try:
+            args.shard = parse_shard(args.shard)
+        except ValueError as error:
+            parser.error(f"--shard: {error}")
     if args.max_payload < 0:
         parser.error("--max-payload must not be negative")
     args.load = LoadSpec(
@@ -198,6 +217,29 @@ def read_load_list(path: str) -> list[str]:
     """Test ids from a ``--load-list`` file: UTF-8, one per line, blank lines ignored."""
     with open(path, encoding="utf-8") as handle:
         return [line.strip() for line in handle if line.strip()]
+
+
+def shard_ids(index, shard, requested: list[str] | None, load) -> list[str]:
+    """The ids of ``shard`` (``--shard K/N``): the loaded suite divided into N shares by
+    fixture group and timing history, then ``requested`` (``--load-list``) kept where it
+    falls in share K, so that testr can list a shard and run parts of it. An id that names
+    no loaded test is kept by shard 1 only (which reports it once)."""
+    from testserver.clients.project import find_root, loading_start
+    from testserver.engine.fixturegroups import fixture_groups
+    from testserver.scheduling.shards import select_shard
+    from testserver.scheduling.timehistory import project_times
+
+    root = find_root(loading_start(load.top, load.start))[0]
+    groups = fixture_groups(index)
+    mine = set(select_shard(index.ids, shard, group_of=groups, durations=project_times(root)))
+    if requested is None:
+        return [test_id for test_id in index.ids if test_id in mine]
+    kept = []
+    for test_id in requested:
+        owners = index.owners(test_id)
+        if (owners[0] in mine) if owners else shard.index == 1:
+            kept.append(test_id)
+    return kept
 
 
 def _take_resume() -> tuple[int, bytes]:
@@ -306,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         channel.log(f"cannot load tests: {error}")
         return EXIT_USAGE
     ids = load_ids
+    if args.shard is not None:
+        ids = shard_ids(index, args.shard, load_ids, args.load)
     if args.serve:
         return _serve(args, index, channel, argv)
 

@@ -16,11 +16,12 @@ PACKAGE = Path(testserver.__file__).parent
 
 ALLOWED = {
     "wire": {"wire"},
+    "scheduling": {"scheduling"},
     "engine": {"engine", "wire"},
     "hotreload": {"hotreload", "engine", "wire"},
-    "serve": {"serve", "hotreload", "engine", "wire"},
-    "clients": {"clients", "wire", "engine"},
-    "backends": {"backends", "clients", "wire"},
+    "serve": {"serve", "hotreload", "engine", "wire", "scheduling"},
+    "clients": {"clients", "wire", "engine", "scheduling"},
+    "backends": {"backends", "clients", "wire", "scheduling"},
 }
 """Layer -> the layers it may import (its own included)."""
 
@@ -59,6 +60,27 @@ def test_imports_flow_one_way() -> None:
                 if (relative, target) not in EXCEPTIONS:
                     wrong.append(f"{relative} imports testserver.{target}")
     assert not wrong, "imports against the layer table:\n" + "\n".join(wrong)
+
+
+PURE_SCHEDULING = ("groups.py", "scheduler.py", "shards.py")
+"""The scheduling core: no I/O and no clock, so a simulation runs the pool's own code."""
+
+IMPURE = frozenset({"os", "sys", "io", "select", "socket", "subprocess", "threading", "time"})
+IMPURE |= {"dbm", "json", "tempfile", "pathlib", "shutil", "signal", "watchdog"}
+
+
+def test_the_scheduling_core_does_no_io_and_reads_no_clock() -> None:
+    for name in PURE_SCHEDULING:
+        path = PACKAGE / "scheduling" / name
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                assert module.split(".")[0] not in IMPURE, f"scheduling/{name} imports {module}"
 
 
 def test_every_module_is_in_a_layer() -> None:

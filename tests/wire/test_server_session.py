@@ -253,7 +253,32 @@ def test_a_batch_started_after_end_of_input_gets_a_closed_stdin() -> None:
     assert session.batch_resolved(["a"], []) == [Dispatch(("a",), close_stdin=True)]
 
 
-def test_a_closed_session_refuses_everything() -> None:
+def test_a_closed_session_refuses_everything_but_late_input() -> None:
     session = session_in(State.CLOSED)
-    with pytest.raises(SessionError, match="state=CLOSED"):
-        session.receive_command(ListTests("l"), 0)
+    for event in set(Event) - {Event.COMMAND, Event.FRAME_ERROR, Event.INPUT_CLOSED}:
+        with pytest.raises(SessionError, match="state=CLOSED"):
+            EVENTS[event](session)
+
+
+def test_frames_read_with_the_quit_get_their_completions_after_exit() -> None:
+    """The driver read ``quit`` and more frames at once: those still get completions."""
+    session = ServerSession()
+    assert session.receive_command(Quit("q"), 0)[-1] == Exit()
+    late = [
+        session.receive_command(ListTests("l"), 0),
+        session.receive_command(Stdin("i", b"x"), 0),
+        session.receive_command(Cancel("c"), 0),
+        session.receive_frame_error("f", None, "bad-frame", "bad"),
+        session.receive_command(Quit("q2"), 0),
+        session.receive_end_of_input(),
+    ]
+    assert not any(isinstance(a, Exit) for actions in late for a in actions)
+    bodies = [body for actions in late for body in sent(actions)]
+    assert [(b["id"], b["status"], b.get("code")) for b in bodies] == [
+        ("l", "error", "quitting"),
+        ("i", "error", "not-running"),
+        ("c", "ok", None),
+        ("f", "error", "bad-frame"),
+        ("q2", "error", "quitting"),
+    ]
+    assert session.state is State.CLOSED and not session.queue

@@ -19,10 +19,12 @@ testserver.backends.testr --stestr`` the shim.
 
 The daemon is started on demand (detached, logging to ``daemon.log`` beside its socket) and
 stops after ``--daemon-idle`` seconds without requests (default 900). When it cannot be
-reached or started, or ``TESTSERVER_NO_DAEMON`` is set, the command runs one-shot mode in this
-process (``python -m testserver ...``) and says so on stderr. Exit status: as one-shot mode
-(0; 2 for ``--list`` with import errors, and for usage errors), or 1 when the warm server
-died or the daemon went away mid-stream (then the stream also has a failing test saying so).
+reached or started, or ``TESTSERVER_NO_DAEMON`` or ``TESTSERVER_SHARD`` (see
+:data:`SHARD_ENV`) is set, the command runs one-shot mode in this process (``python -m
+testserver ...``); it says so on stderr when the daemon failed, and for ``--shard``, an
+option the daemon does not serve. Exit status: as one-shot mode (0; 2 for ``--list`` with
+import errors, and for usage errors), or 1 when the warm server died or the daemon went
+away mid-stream (then the stream also has a failing test saying so).
 
 **Where the daemon listens.** A Unix socket ``daemon.sock`` in a directory only its user can
 enter (mode 0700, checked before every connect): ``<project>/.testserver/``, the project
@@ -112,6 +114,10 @@ TRAILER_MAX = 1 << 16
 
 NO_DAEMON_ENV = "TESTSERVER_NO_DAEMON"
 """Set (non-empty) to skip the daemon and always run one-shot mode."""
+
+SHARD_ENV = "TESTSERVER_SHARD"
+"""As :data:`testserver.cli.SHARD_ENV`: a shard is listed and run by one-shot mode, so that
+the listing and every run of its parts divide the suite alike."""
 
 STESTR_RUNNER = "stestr.subunit_runner.run"
 """The module stestr runs as ``$PYTHON -m stestr.subunit_runner.run discover ...``."""
@@ -502,7 +508,7 @@ def run_oneshot(inv: Invocation, reason: str | None) -> int:
 
 def run(inv: Invocation) -> int:
     """List or run through the daemon; fall back to one-shot mode when it is unavailable."""
-    if os.environ.get(NO_DAEMON_ENV):
+    if os.environ.get(NO_DAEMON_ENV) or os.environ.get(SHARD_ENV):  # shards: one-shot's groups
         return run_oneshot(inv, None)
     try:
         ids = read_load_list(inv.load_list) if inv.load_list is not None else None

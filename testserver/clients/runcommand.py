@@ -3,7 +3,7 @@
 ::
 
     testserver run [-t TOP] [-s START] [-p PATTERN] [--isolation fork|none] [--timeout S]
-                   [-k PATTERN] [-v] [-x] [--lf | --ff] [--durations N]
+                   [-k PATTERN] [-v] [-x] [--lf | --ff] [--durations N] [--shard K/N]
                    [--format human|json|subunit] [--subtests report|fold] [--no-color]
                    [--daemon | --no-daemon] [ID | PATTERN | FILE.py | DIR/ ...]
 
@@ -13,7 +13,10 @@ package (it must be under the top-level directory); anything else is a pattern, 
 unittest's ``-k`` (fnmatch when it contains ``*``, else a substring). ``-k`` then keeps only
 the selected tests matching one of its patterns. ``--lf`` runs only the tests that failed
 last time (all selected tests if none did), ``--ff`` runs them first; the memory is per
-project (:mod:`testserver.clients.lastrun`). ``-x`` cancels the run at the first failure or error.
+project (:mod:`testserver.clients.lastrun`). ``--shard K/N`` then keeps share K of N of the
+selected tests (:mod:`testserver.scheduling.shards`; a module's tests stay together), and
+an unsharded run records each test's duration in the project's timing history. ``-x``
+cancels the run at the first failure or error.
 
 The exit status is 0 when every requested test ran and passed (skips and expected failures
 included), 1 when a test failed, a requested test was not run or unknown, a selector
@@ -55,6 +58,8 @@ from testserver.clients.console import (
     use_colour,
 )
 from testserver.clients.runs import Outcome, Output, Renderer, Started, Tally, drive, select
+from testserver.scheduling import timehistory
+from testserver.scheduling.shards import parse_shard
 from testserver.wire.events import Packet
 
 PASSED = frozenset({"success", "skip", "xfail"})
@@ -148,6 +153,12 @@ def run_parser(out: TextIO | None = None, err: TextIO | None = None) -> StreamPa
         dest="failed_first",
         action="store_true",
         help="the tests that failed last time first, then the others",
+    )
+    choose.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="only share K of N of the selected tests, for machine K of a CI matrix (the "
+        "tests of a module stay together; balanced by the timing history when there is one)",
     )
     choose.add_argument(
         "selectors",
@@ -252,6 +263,7 @@ class Recorder(Renderer):
         self.stopped = False
         self.passed: list[str] = []
         self.failed: list[str] = []
+        self.durations: dict[str, float] = {}
 
     def start(self, total: int | None, changed: Sequence[str] = ()) -> None:
         self.inner.start(total, changed)
@@ -265,6 +277,8 @@ class Recorder(Renderer):
     def finished(self, outcome: Outcome) -> None:
         if outcome.kind == "test":
             (self.passed if outcome.status in PASSED else self.failed).append(outcome.test_id)
+            if outcome.duration is not None:
+                self.durations[outcome.test_id] = outcome.duration
         if self.failfast and not self.stopped and outcome.status in ("fail", "uxsuccess"):
             self.stopped = True
             self.client.cancel()
@@ -334,6 +348,12 @@ def run_main(
     if args.durations is not None and args.durations < 0:
         print("testserver run: --durations must not be negative", file=err)
         return EXIT_ERROR
+    if args.shard is not None:
+        try:
+            args.shard = parse_shard(args.shard)
+        except ValueError as error:
+            print(f"testserver run: --shard: {error}", file=err)
+            return EXIT_ERROR
     cwd = cwd or os.getcwd()
     if args.format == "subunit" and (stdout or sys.stdout).isatty():
         print(
@@ -345,11 +365,12 @@ def run_main(
     stream = output_stream(args, stdout)
     renderer = make_renderer(args, stream, err, os.environ if env is None else env, columns)
     top = project.loading_start(args.top, args.start, cwd)
-    memory = lastrun.LastRun(project.find_root(top)[0])
+    root = project.find_root(top)[0]
+    memory = lastrun.LastRun(root)
     connect = connect or cold_connect(cwd)
     try:
         with connect(server_arguments(args)) as session:
-            return _run(args, session, renderer, top, cwd, memory)
+            return _run(args, session, renderer, (top, cwd, root), memory)
     except KeyboardInterrupt:
         print("testserver run: aborted", file=err)
         return EXIT_FAILED
@@ -364,14 +385,24 @@ def run_main(
 
 
 def _run(
-    args: Any, session: Session, renderer: Renderer, top: str, cwd: str, memory: lastrun.LastRun
+    args: Any,
+    session: Session,
+    renderer: Renderer,
+    where: tuple[str, str, str],
+    memory: lastrun.LastRun,
 ) -> int:
+    top, cwd, root = where
     try:
         ids, unmatched = choose(args, session, top, cwd, memory, renderer.message)
     except ValueError as error:
         renderer.message(str(error))
         return EXIT_ERROR
-    selecting = bool(args.selectors or args.name_patterns or args.last_failed)
+    if args.shard is not None:
+        ids = _shard(args.shard, ids or session.list(), root)
+        if not ids:
+            renderer.message(f"shard {args.shard} has no tests of this selection")
+            return EXIT_OK
+    selecting = bool(args.selectors or args.name_patterns or args.last_failed or args.shard)
     total = len(ids) if selecting or ids else session.hello.get("tests")
     if selecting:
         _report_selection(session, renderer, ids, unmatched)
@@ -382,7 +413,19 @@ def _run(
     recorder = Recorder(renderer, session.client, args.failfast)
     tally = drive(session.client, ids, recorder, total=total, tally=Tally(unmatched=unmatched))
     memory.record(recorder.passed, recorder.failed + tally.not_run)
+    if args.shard is None:  # a shard run must not change the shares of the machines after it
+        timehistory.record(root, recorder.durations)
     return EXIT_OK if tally.ok else EXIT_FAILED
+
+
+def _shard(shard: Any, selected: list[str], root: str) -> list[str]:
+    """The ids of ``selected`` in ``shard``; a module's tests stay together (a client sees
+    ids only, not the engine's fixture groups)."""
+    from testserver.scheduling.groups import module_groups
+    from testserver.scheduling.shards import select_shard
+
+    durations = timehistory.project_times(root)
+    return select_shard(selected, shard, group_of=module_groups(selected), durations=durations)
 
 
 def _report_selection(

@@ -1,10 +1,13 @@
-"""One ``run-tests`` batch, seen from the warm server: forward, track, recover.
+"""The process layer of one ``run-tests`` batch: workers, their pipes, their ends.
 
-The parent forwards a worker's packets to the client as they arrive and follows them to know
-which test is running. When the worker dies (a test called ``os._exit``, crashed, or ran past
-``--timeout``), the running test is reported as failed with its leftover output and the cause,
-and the rest of the batch goes to a fresh worker. Cancelling interrupts the running test and
-reports the tests that never started as not run.
+:class:`WorkerBatch` carries out what a :class:`~testserver.wire.serversession.ServerSession`
+decides for a batch run in forked workers: it hands ids to a worker (``Dispatch``), reads the
+worker's event pipe through the checked splitter, passes every packet to the session's
+tracker (``feed``) and forwards all but the worker's own "done" event, writes ``stdin`` bytes
+without blocking, signals or kills the worker (``Interrupt``, ``Kill``), reaps it, and writes
+a crash report with the dead worker's leftover output (``ReportCrash``). It decides nothing:
+when a worker ends it returns a :class:`WorkerEnd` and the driver tells the session.
+:func:`run_in_process` is the same layer for ``--isolation none``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from testserver.engine.capture import OutputCapture
 from testserver.engine.results import PacketResult, output_packets
@@ -26,7 +30,7 @@ from testserver.serve.worker import (
     WorkerSpawner,
     describe_exit,
 )
-from testserver.wire.batchtracking import BatchResult, BatchTracker, Crash
+from testserver.wire.batchtracking import Crash
 from testserver.wire.control import decode_control
 from testserver.wire.packets import decode_packets
 from testserver.wire.splitting import CorruptStream, Kind, split_packets
@@ -34,54 +38,94 @@ from testserver.wire.splitting import CorruptStream, Kind, split_packets
 EXIT_CHECK_SECONDS = 0.1
 """Without a pidfd, how often a running worker is checked for an exit."""
 
-CANCEL_GRACE_SECONDS = 2.0
-"""How long a cancelled worker may take to stop by itself before it is killed."""
+Feed = Callable[[bytes], Kind]
+"""Follows one packet of the batch (the session's tracker) and says what it is."""
 
 
-class BatchRun:
-    """One ``run-tests`` batch across as many forked workers as crashes require.
+@dataclass(frozen=True, slots=True)
+class WorkerEnd:
+    """The worker of a batch is gone: ``cause`` says how it died, ``None``: it finished."""
 
-    The owner's event loop waits on :meth:`fds` and calls :meth:`on_readable`, and calls
-    :meth:`on_deadline` once :meth:`deadline` has passed; :attr:`done` says when to stop.
+    cause: str | None = None
+
+
+class WorkerBatch:
+    """One ``run-tests`` batch across as many forked workers as the session dispatches.
+
+    The driver waits on :meth:`fds` (and :meth:`stdin_fd` for writing) and calls
+    :meth:`on_readable` / :meth:`on_stdin_writable`; without a pidfd it also calls
+    :meth:`check_exit` by :meth:`exit_check_deadline`.
     """
 
     def __init__(
         self,
         command_id: str,
-        test_ids: list[str],
         spawner: WorkerSpawner,
         write: Callable[[bytes], None],
+        feed: Feed,
         *,
-        unknown: list[str] | tuple[str, ...] = (),
-        timeout: float | None = None,
         subunit_version: str = "2.1",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.command_id = command_id
-        self.tracker = BatchTracker(test_ids, unknown=unknown, timeout=timeout)
         self.spawner = spawner
         self.write = write
+        self.feed = feed
         self.subunit_version = subunit_version
         self.clock = clock
-        self.result: BatchResult | None = None
-        """The completion's fields, once :attr:`done`."""
-        self.done = False
-        self.cancelled = False
-        self._cancel_deadline: float | None = None
         self._worker: WorkerHandle | None = None
         self._buffer = bytearray()
         self._child_done = False
         self._stdin_pending = bytearray()
         self._stdin_eof = False
+        self._leftover = (b"", b"")
+        """The output a dead worker wrote after its last finished test."""
 
-    # -- driving -------------------------------------------------------------------------
+    # -- carrying out the session's actions ----------------------------------------------
 
-    def start(self) -> None:
-        """Hand the batch to a worker."""
-        if not self.tracker.tests:
-            self._finish()
-            return
-        self._dispatch(self.tracker.tests)
+    def dispatch(self, test_ids: tuple[str, ...] | list[str]) -> None:
+        """Hand ``test_ids`` to a fresh worker (``Dispatch``)."""
+        worker = self.spawner.take()
+        os.set_blocking(worker.events_r, False)
+        if worker.stdin_w is not None:
+            os.set_blocking(worker.stdin_w, False)
+        self._worker = worker
+        self._buffer.clear()
+        self._child_done = False
+        worker.dispatch(self.command_id, test_ids)
+
+    def send_stdin(self, data: bytes) -> None:
+        """Queue ``data`` for the running test's stdin; ``b""`` means end of input."""
+        if data:
+            self._stdin_pending += data
+        else:
+            self._stdin_eof = True
+
+    def interrupt(self) -> None:
+        """Tell the worker the batch is cancelled and interrupt its test (``Interrupt``)."""
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group (``Kill``); its pipe then ends."""
+        if self._worker is not None:
+            self._worker.kill_group()
+
+    def report_crash(self, crash: Crash) -> None:
+        """Fail the crash's victim with the dead worker's leftover output (``ReportCrash``);
+        its ``inprogress`` is out already unless the victim is the synthetic one."""
+        (stdout, stderr), self._leftover = self._leftover, (b"", b"")
+        reporter = PacketResult(self.write, subunit_version=self.subunit_version)
+        reporter.report_failure(
+            crash.victim, crash.message, stdout=stdout, stderr=stderr, inprogress=crash.synthetic
+        )
+
+    def report_leftover(self) -> None:
+        """A dead worker's output that no crash report took: global attachments."""
+        (stdout, stderr), self._leftover = self._leftover, (b"", b"")
+        self._report_outside_tests(stdout, stderr)
+
+    # -- waiting -------------------------------------------------------------------------
 
     def fds(self) -> list[int]:
         """Fds to wait on for reading: the worker's events, and its exit where Linux can
@@ -98,98 +142,42 @@ class BatchRun:
             return None
         return worker.stdin_w if (self._stdin_pending or self._stdin_eof) else None
 
-    def deadline(self) -> float | None:
-        """Monotonic time at which :meth:`on_deadline` must be called, if any."""
-        deadlines = []
-        if self._cancel_deadline is not None:
-            deadlines.append(self._cancel_deadline)
-        timeout = self.tracker.deadline()
-        if timeout is not None:
-            deadlines.append(timeout)
-        if self._worker is not None and self._worker.pidfd < 0:
-            deadlines.append(self.clock() + EXIT_CHECK_SECONDS)  # no pidfd: look now and then
-        return min(deadlines) if deadlines else None
+    def exit_check_deadline(self) -> float | None:
+        """Without a pidfd, when to look whether the worker exited."""
+        worker = self._worker
+        if worker is None or worker.pidfd >= 0:
+            return None
+        return self.clock() + EXIT_CHECK_SECONDS
 
-    def on_readable(self) -> None:
+    def worker_pid(self) -> int | None:
+        """The pid of the worker running the batch now, if any."""
+        return None if self._worker is None else self._worker.pid
+
+    # -- events --------------------------------------------------------------------------
+
+    def on_readable(self) -> WorkerEnd | None:
         """The worker's events pipe is readable, or it exited: forward its packets."""
         worker = self._worker
         if worker is None:
-            return
+            return None
         try:
             data = os.read(worker.events_r, READ_SIZE)
         except BlockingIOError:
             data = None
         except InterruptedError:
-            return
+            return None
         if not data:
             if data is not None or worker.exited():  # end of the pipe, or the worker is gone
-                self._drain_and_exit(worker)
-            return
-        self._take(worker, data)
+                return self._drain_and_exit(worker)
+            return None
+        return self._take(worker, data)
 
-    def _drain_and_exit(self, worker: WorkerHandle) -> None:
-        """The worker has exited: forward what it wrote before, then deal with its end."""
-        while self._worker is worker:
-            try:
-                data = os.read(worker.events_r, READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                data = b""
-            if not data:
-                self._on_worker_exit()
-                return
-            self._take(worker, data)
-
-    def _take(self, worker: WorkerHandle, data: bytes) -> None:
-        self._buffer += data
-        try:
-            packets = split_packets(self._buffer, checked=True)
-        except CorruptStream as error:
-            self._forward(worker, error.packets)
-            if self._worker is worker:
-                self._on_corrupt(worker, error)
-            return
-        self._forward(worker, packets)
-
-    def _forward(self, worker: WorkerHandle, packets: list[bytes]) -> None:
-        """Track and forward good packets; finish when the worker says it is done."""
-        forward = [raw for raw in packets if self._track(raw, worker)]
-        if forward:
-            self.write(b"".join(forward))
-        if self._child_done:
-            self._worker_done(worker)
-
-    def _worker_done(self, worker: WorkerHandle) -> None:
-        """The worker finished its batch: end its process group (whatever its tests left
-        running), report the output written after the last test, and complete; the worker
-        is reaped in the background."""
-        worker.kill_group()
-        stdout, stderr = worker.leftover_output()
-        self._report_outside_tests(stdout, stderr)
-        self.spawner.retire(worker)
-        self._worker = None
-        self._finish()
-
-    def _on_corrupt(self, worker: WorkerHandle, error: CorruptStream) -> None:
-        """A test wrote into the worker's events pipe: nothing more from it can be trusted."""
-        worker.kill_group()
-        self._buffer.clear()
-        cause = (
-            f"was stopped: a test wrote into testserver's private result pipe ({error.reason}; "
-            f"first bytes {error.sample[:32]!r}), so its later results could not be trusted"
-        )
-        worker.reap()
-        self._on_crash(worker, cause=cause)
-
-    def on_deadline(self) -> None:
-        """A timeout or the cancel grace period has passed: kill the worker."""
+    def check_exit(self) -> WorkerEnd | None:
+        """Without a pidfd: if the worker has exited, deal with its end."""
         worker = self._worker
         if worker is not None and worker.pidfd < 0 and worker.exited():
-            self._drain_and_exit(worker)
-            return
-        if self._worker is not None and not self._deadline_passed():
-            return
-        if self._worker is not None:
-            self._worker.kill_group()
+            return self._drain_and_exit(worker)
+        return None
 
     def on_stdin_writable(self) -> None:
         """Write pending ``stdin`` bytes to the worker without blocking."""
@@ -208,89 +196,82 @@ class BatchRun:
         if not self._stdin_pending and self._stdin_eof:
             worker.close_stdin()
 
-    # -- requests ------------------------------------------------------------------------
-
-    def cancel(self) -> None:
-        """Stop the batch: interrupt the running test, report the rest as not run."""
-        if self.done or self.cancelled:
-            return
-        self.cancelled = True
-        if self._worker is not None:
-            self._worker.cancel()
-            self._cancel_deadline = self.clock() + CANCEL_GRACE_SECONDS
-
-    def worker_pid(self) -> int | None:
-        """The pid of the worker running the batch now, if any."""
-        return None if self._worker is None else self._worker.pid
-
-    def send_stdin(self, data: bytes) -> None:
-        """Queue ``data`` for the running test's stdin; empty ``data`` means end of input."""
-        if data:
-            self._stdin_pending += data
-        else:
-            self._stdin_eof = True
-
     # -- internals -----------------------------------------------------------------------
 
-    def _deadline_passed(self) -> bool:
-        now = self.clock()
-        if self._cancel_deadline is not None and now >= self._cancel_deadline:
-            return True
-        return self.tracker.timed_out(now)
+    def _drain_and_exit(self, worker: WorkerHandle) -> WorkerEnd | None:
+        """The worker has exited: forward what it wrote before, then deal with its end."""
+        while self._worker is worker:
+            try:
+                data = os.read(worker.events_r, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                data = b""
+            if not data:
+                return self._on_worker_exit(worker)
+            end = self._take(worker, data)
+            if end is not None:
+                return end
+        return None
 
-    def _dispatch(self, test_ids: list[str]) -> None:
-        worker = self.spawner.take()
-        os.set_blocking(worker.events_r, False)
-        if worker.stdin_w is not None:
-            os.set_blocking(worker.stdin_w, False)
-        self._worker = worker
-        self._buffer.clear()
-        self._child_done = False
-        worker.dispatch(self.command_id, test_ids)
+    def _take(self, worker: WorkerHandle, data: bytes) -> WorkerEnd | None:
+        self._buffer += data
+        try:
+            packets = split_packets(self._buffer, checked=True)
+        except CorruptStream as error:
+            end = self._forward(worker, error.packets)
+            return end if end is not None else self._on_corrupt(worker, error)
+        return self._forward(worker, packets)
+
+    def _forward(self, worker: WorkerHandle, packets: list[bytes]) -> WorkerEnd | None:
+        """Feed and forward good packets; end when the worker says it is done."""
+        forward = [raw for raw in packets if self._track(raw, worker)]
+        if forward:
+            self.write(b"".join(forward))
+        return self._worker_done(worker) if self._child_done else None
 
     def _track(self, raw: bytes, worker: WorkerHandle) -> bool:
-        """Follow one worker packet; return True to forward it (all but "done")."""
-        if self.tracker.feed(raw, self.clock()) is Kind.GLOBAL_FILE:
+        """Feed one worker packet; return True to forward it (all but "done")."""
+        if self.feed(raw) is Kind.GLOBAL_FILE:
             control = decode_control(decode_packets(raw)[0])
             if control is not None and control[0] == WORKER_DONE:
                 self._child_done = self._child_done or worker.is_done_event(control[1])
                 return False
         return True
 
-    def _on_worker_exit(self) -> None:
-        worker = self._worker
-        assert worker is not None
+    def _worker_done(self, worker: WorkerHandle) -> WorkerEnd:
+        """The worker finished its batch: end its process group (whatever its tests left
+        running) and report the output written after the last test; the worker is reaped
+        in the background."""
+        worker.kill_group()
+        self._report_outside_tests(*worker.leftover_output())
+        self.spawner.retire(worker)
+        self._worker = None
+        return WorkerEnd()
+
+    def _on_corrupt(self, worker: WorkerHandle, error: CorruptStream) -> WorkerEnd:
+        """A test wrote into the worker's events pipe: nothing more from it can be trusted."""
+        worker.kill_group()
+        self._buffer.clear()
+        worker.reap()
+        return self._died(
+            worker,
+            f"was stopped: a test wrote into testserver's private result pipe ({error.reason}; "
+            f"first bytes {error.sample[:32]!r}), so its later results could not be trusted",
+        )
+
+    def _on_worker_exit(self, worker: WorkerHandle) -> WorkerEnd:
         partial = len(self._buffer)  # an unfinished packet: never forwarded
         self._buffer.clear()
         worker.kill_group()
-        status = worker.reap()
-        cause = describe_exit(status)
+        cause = describe_exit(worker.reap())
         if partial:
             cause += f" in the middle of a packet ({partial} bytes dropped)"
-        self._on_crash(worker, cause=cause)
+        return self._died(worker, cause)
 
-    def _on_crash(self, worker: WorkerHandle, *, cause: str) -> None:
-        stdout, stderr = worker.leftover_output()
+    def _died(self, worker: WorkerHandle, cause: str) -> WorkerEnd:
+        self._leftover = worker.leftover_output()
         self.spawner.release(worker)
         self._worker = None
-        crash = self.tracker.worker_died(cause, self.clock(), cancelled=self.cancelled)
-        if crash is None:  # cancelled between tests: no test failed, its output is global
-            self._report_outside_tests(stdout, stderr)
-        else:
-            self._report_crash(crash, stdout, stderr)
-        remaining = self.tracker.redispatch()
-        if self.cancelled or not remaining:
-            self._finish()
-        else:
-            self._dispatch(remaining)
-
-    def _report_crash(self, crash: Crash, stdout: bytes, stderr: bytes) -> None:
-        """Fail the crash's victim with the worker's leftover output; its ``inprogress`` is
-        out already unless the victim is the synthetic :data:`WORKER_TEST_ID`."""
-        reporter = PacketResult(self.write, subunit_version=self.subunit_version)
-        reporter.report_failure(
-            crash.victim, crash.message, stdout=stdout, stderr=stderr, inprogress=crash.synthetic
-        )
+        return WorkerEnd(cause)
 
     def _report_outside_tests(self, stdout: bytes, stderr: bytes) -> None:
         """Output written after the last test (e.g. in tearDownModule): global attachments."""
@@ -298,37 +279,31 @@ class BatchRun:
         if parts:
             self.write(b"".join(parts))
 
-    def _finish(self) -> None:
-        self.done = True
-        self._cancel_deadline = None
-        self.result = self.tracker.result(cancelled=self.cancelled)
-
 
 def run_in_process(
     found: list,
     write: Callable[[bytes], None],
     capture: OutputCapture,
+    feed: Callable[[bytes], object],
     *,
     subunit_version: str,
     should_stop: Callable[[], bool],
     on_interrupt: Callable[[], None],
-    unknown: list[str] | tuple[str, ...] = (),
     subtests: str = "report",
-) -> BatchTracker:
-    """Run ``found`` (``(id, test)`` pairs) in this process (``--isolation none``); the
-    returned tracker gives the completion (``result(interrupted=...)``).
+) -> None:
+    """Run ``found`` (``(id, test)`` pairs) in this process (``--isolation none``), passing
+    every packet written to ``feed`` (the session's tracker) before writing it.
 
     Inside a test SIGINT is Python's own ``KeyboardInterrupt``, as under unittest; one that
     the test does not handle calls ``on_interrupt`` and ends the batch, like a typed Ctrl-C
     (in one process the two cannot be told apart).
     """
-    tracker = BatchTracker([test_id for test_id, _ in found], unknown=unknown)
     buffer = bytearray()
 
     def tracking_write(data: bytes) -> None:
         buffer.extend(data)
         for raw in split_packets(buffer):
-            tracker.feed(raw, 0.0)  # no timeout in one process: the time is never read
+            feed(raw)
         write(data)
 
     result = packet_result(
@@ -341,4 +316,3 @@ def run_in_process(
     finally:
         signal.signal(signal.SIGINT, previous)
         reaping.restore_handlers(forwarded)
-    return tracker

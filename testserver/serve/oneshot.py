@@ -9,23 +9,19 @@ A requested test that did not run gets an explicit failing record, and the exit 
 
 from __future__ import annotations
 
-import os
-import select
 import signal
 import time
 from dataclasses import dataclass
 
-from testserver.engine.fds import make_private
 from testserver.engine.loading import TestIndex
 from testserver.engine.results import PacketResult
-from testserver.engine.subtests import packet_result
 from testserver.serve import reaping
-from testserver.serve.batch import BatchRun, run_in_process
 from testserver.serve.channel import PrivateChannel
-from testserver.serve.server import PacketWriter, emit_output, list_packets
-from testserver.serve.worker import WorkerOptions, WorkerSpawner
-from testserver.wire.batchtracking import BatchResult
+from testserver.serve.driver import PacketWriter, SessionDriver
+from testserver.serve.server import emit_output, list_packets
+from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.packets import file_packets
+from testserver.wire.sessionactions import Action
 
 EXIT_IMPORT_ERRORS = 2
 """Exit status of ``--list`` when a module failed to import (as ``subunit.run``)."""
@@ -57,30 +53,49 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
     if options.list_only:
         return _list(index, ids, write, version)
     reaping.become_subreaper()  # orphans of tests come back here, to be ended
-    found, unknown = index.resolve(ids)
-    result = packet_result(
-        write, subtests=options.subtests, subunit_version=version, capture=channel.capture
-    )
-    for test_id in unknown:
-        result.report_missing(test_id)
-    if options.isolation == "none":
-        interrupted: list[int] = []
-        tracker = run_in_process(
-            found,
-            write,
-            channel.capture,
-            subunit_version=version,
-            should_stop=lambda: bool(interrupted),
-            on_interrupt=lambda: interrupted.append(signal.SIGINT),
-            unknown=unknown,
-            subtests=options.subtests,
+    completion = OneShotRun(index, channel, options, ids).run_batch()
+    reporter = PacketResult(write, subunit_version=version)
+    _report_not_run(reporter, completion["not_run"], completion["status"] == "cancelled")
+    return 0 if completion["status"] == "ok" else EXIT_NOT_RUN
+
+
+class OneShotRun(SessionDriver):
+    """One ``run-tests`` of ``ids`` and end of input, through a ``ServerSession``:
+    the warm server's batch machinery, with the completion kept instead of written."""
+
+    handled_signals = (signal.SIGINT,)  # Ctrl-C cancels the run; SIGTERM keeps its default
+
+    def __init__(
+        self, index: TestIndex, channel: PrivateChannel, options: OneShotOptions, ids: list[str]
+    ) -> None:
+        super().__init__(
+            index, channel, options, can_reload=False, interactive_stdin=False, standby=False
         )
-        reaping.sweep(set())
-        outcome = tracker.result(interrupted=bool(interrupted))
-    else:
-        outcome = _run_forked(index, channel, options, write, [i for i, _ in found], unknown)
-    _report_not_run(result, list(outcome.not_run), outcome.status == "cancelled")
-    return 0 if outcome.status == "ok" else EXIT_NOT_RUN
+        self.ids = ids
+        self.completion: dict | None = None
+
+    def run_batch(self) -> dict:
+        """Run the batch; return its completion body (``status``, ``not_run``, ...)."""
+        self._install_signals()
+        try:
+            self._act(self.session.receive_command(RunTests("oneshot", ()), time.monotonic()))
+            if not self.exited:
+                self._act(self.session.receive_end_of_input())
+            self.run()
+        finally:
+            self._restore_signals()
+            self.spawner.close()  # waits for the worker and ends every process its tests left
+        assert self.completion is not None
+        return self.completion
+
+    def requested(self, command: RunTests) -> list[str]:
+        return self.ids  # an empty --load-list runs nothing, where RunTests(()) runs all
+
+    def send(self, body: dict) -> None:
+        self.completion = body
+
+    def execute(self, command: ListTests | Reload) -> list[Action]:
+        raise AssertionError(f"one-shot mode sends no {command.name}")
 
 
 def _list(index: TestIndex, ids: list[str], write: PacketWriter, version: str) -> int:
@@ -119,55 +134,3 @@ def _report_not_run(result: PacketResult, not_run: list[str], cancelled: bool) -
         )
     for test_id in dict.fromkeys(not_run):
         result.report_failure(test_id, f"testserver: this test was not run: {reason}.\n")
-
-
-def _run_forked(index, channel, options, write, ids: list[str], unknown: list[str]) -> BatchResult:
-    spawner = WorkerSpawner(
-        index,
-        WorkerOptions(
-            subunit_version=options.subunit_version,
-            interactive_stdin=False,
-            subtests=options.subtests,
-        ),
-        suite_fds=channel.suite_fds.still_open,
-    )
-    batch = BatchRun(
-        "oneshot",
-        ids,
-        spawner,
-        write,
-        unknown=unknown,
-        timeout=options.timeout,
-        subunit_version=options.subunit_version,
-    )
-    interrupted: list[int] = []
-    wake_r, wake_w = (make_private(fd) for fd in os.pipe())
-    os.set_blocking(wake_w, False)
-    previous_wakeup = signal.set_wakeup_fd(wake_w)
-    previous = signal.signal(signal.SIGINT, lambda number, frame: interrupted.append(number))
-    forwarded = reaping.forward_signals(batch.worker_pid)
-    try:
-        batch.start()
-        while not batch.done:
-            if interrupted:  # Ctrl-C: cancel the batch (the worker has its own process group)
-                batch.cancel()
-                interrupted.clear()
-            deadline = batch.deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([*batch.fds(), wake_r], [], [], timeout)
-            if wake_r in ready:
-                os.read(wake_r, 512)
-            if set(ready) & set(batch.fds()):
-                batch.on_readable()
-            deadline = batch.deadline()
-            if deadline is not None and time.monotonic() >= deadline:
-                batch.on_deadline()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        reaping.restore_handlers(forwarded)
-        signal.set_wakeup_fd(previous_wakeup)
-        os.close(wake_r)
-        os.close(wake_w)
-        spawner.close()  # waits for the worker and ends every process its tests left
-    assert batch.result is not None
-    return batch.result

@@ -14,7 +14,9 @@ States (``State``):
 - ``STARTING``: a ``run-tests`` left the queue (``StartBatch``); its ids are being resolved.
 - ``RUNNING``: the batch runs in a worker (``Dispatch``).
 - ``CANCELLING``: the batch was told to stop (``Interrupt``); ``Kill`` after the grace period.
-- ``CLOSED``: the session is over (``Exit`` was returned); every event is illegal.
+- ``CLOSED``: the session is over (``Exit`` was returned). Only late input is legal: frames
+  the driver had read before it saw ``Exit`` (in the same read as the ``quit``, or as the
+  signal) still get their completions, queued commands the ``quitting`` error.
 
 :data:`TRANSITIONS` maps (state, event) to the states the event may lead to; when several are
 listed the event's arguments decide (e.g. a worker death leads back to ``RUNNING`` when tests
@@ -118,7 +120,7 @@ TRANSITIONS: dict[State, dict[Event, tuple[State, ...]]] = {
         E.BATCH_ENDED: (S.IDLE,),
         E.BATCH_FAILED: (S.IDLE,),
     },
-    S.CLOSED: {},
+    S.CLOSED: {E.COMMAND: (), E.FRAME_ERROR: (), E.INPUT_CLOSED: ()},  # late input only
 }
 """(state, event) -> the states it may lead to; ``()``: the state does not change."""
 
@@ -325,6 +327,8 @@ class ServerSession:
                 self.state = State.CLOSED
             else:
                 break
+        if self.state is State.CLOSED:  # a late command: refused like the queue was
+            actions += self._refuse_queue()
         return actions
 
     def _implied_target(self, event: Event) -> State:
