@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 
 ## test: install testserver with its test extras, lint, then run the pytest suite on every core
 test: lint
-	$(VPY) -m pytest -q -n auto --dist loadfile
+	$(VPY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 ## lint: the ruff checks that `make test` runs first
 lint: $(VENV)/.installed-test

@@ -7,8 +7,8 @@ projects), ``processes`` (what a test left running, and a wait for its exit),
 
 ``start_server`` is the fixture for real ``--serve`` processes (killed after the test).
 Tests marked ``heavy`` (many seconds each) are collected first, so that under
-``pytest -n auto --dist loadfile`` (``make test``) their files are handed out first and no
-worker is left with one long test at the end.
+``pytest -n auto --dist loadfile --no-loadscope-reorder`` (``make test``) their files are
+handed out first and no worker is left with one long test at the end.
 """
 
 from __future__ import annotations
