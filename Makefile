@@ -17,9 +17,9 @@ BENCH_SCRIPTS = $(sort $(wildcard bench/bench_*.py))
 demo: $(VENV)/.installed
 	$(VPY) examples/demo.py
 
-## test: install testserver with its test extras, lint, then run the pytest suite
+## test: install testserver with its test extras, lint, then run the pytest suite on every core
 test: lint
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 ## lint: the ruff checks that `make test` runs first
 lint: $(VENV)/.installed-test

@@ -17,51 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serverproc import PROJECTS, process_stats, project_copy
+from processes import descendants, describe, gone
 
 from testserver.backends import testr
 from testserver.clients import project
-
-
-def copy_project(name: str, tmp_path: Path) -> Path:
-    """A private copy of ``tests/projects/NAME`` (it becomes the server's key)."""
-    return project_copy(PROJECTS / name, tmp_path / name)
-
-
-def gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie nobody reaped counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
-
-
-def describe(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().replace(b"\0", b" ").decode()
-        with open(f"/proc/{pid}/stat") as handle:
-            state, ppid = handle.read().rsplit(")", 1)[1].split()[:2]
-    except OSError:
-        return "gone"
-    return f"{command.strip()} (state {state}, parent {ppid})"
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``."""
-    children: dict[int, list[int]] = {}
-    for child, fields in process_stats():
-        if fields[0] not in ("Z", "X"):
-            children.setdefault(int(fields[1]), []).append(child)
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 class DaemonHandle:

@@ -12,14 +12,12 @@ import pickle
 import traceback
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
+from serverproc import PROJECTS
 
 from testserver.engine.loading import LoadSpec, TestIndex, load
-
-PROJECTS = Path(__file__).parent / "projects"
 
 
 @cache

@@ -2,9 +2,8 @@
 
 Packets are split with our decoder (to know when a command completed) and every transcript
 can also be decoded with python-subunit's ``ByteStreamToStreamResult``. The end-to-end tests
-of the client commands find here the processes a command left behind
-(:func:`session_processes`) and a harness for a command whose output lines they read as it
-runs (:class:`CommandProcess`).
+of the client commands find here a harness for a command whose output lines they read as it
+runs (:class:`CommandProcess`); ``processes`` finds what a command left behind.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,11 @@ def subunit_events(data: bytes) -> list[dict]:
     return read_with_subunit(data)
 
 
-def project_copy(source: Path, target: Path) -> Path:
-    """Copy the sample project ``source`` to ``target`` (without ``__pycache__``); ``target``."""
+def copy_project(project: str | Path, into: Path, as_name: str | None = None) -> Path:
+    """A private copy of ``project`` (a name under ``tests/projects``, or a path) at
+    ``into/AS_NAME`` (default: the project's own name), without ``__pycache__``."""
+    source = PROJECTS / project if isinstance(project, str) else project
+    target = into / (as_name or source.name)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
@@ -55,25 +57,6 @@ def save_as_editors_do(path: Path, old: str, new: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text.replace(old, new))
     os.replace(temporary, path)
-
-
-def process_stats() -> Iterator[tuple[int, list[str]]]:
-    """``(pid, fields)`` for every process now: ``/proc/PID/stat`` after the command name,
-    so ``fields[0]`` is the state, ``fields[1]`` the parent and ``fields[3]`` the session."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        yield int(entry), fields
-
-
-def session_processes(sid: int) -> list[int]:
-    """Processes still alive in session ``sid`` (a command started a new session)."""
-    return [pid for pid, fields in process_stats() if int(fields[3]) == sid and fields[0] != "Z"]
 
 
 @dataclass
@@ -316,12 +299,12 @@ def _is(packet: Packet, name: str) -> bool:
 
 
 def run_oneshot(
-    project: str | Path, *args: str, stdin=subprocess.DEVNULL
+    project: str | Path, *args: str, stdin=subprocess.DEVNULL, module: str = "testserver"
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m testserver ARGS`` once in ``project``."""
+    """Run ``python -m MODULE ARGS`` once in ``project`` (``subunit.run`` for the reference)."""
     cwd = PROJECTS / project if isinstance(project, str) else project
     return subprocess.run(
-        [sys.executable, "-m", "testserver", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         stdin=stdin,
         capture_output=True,

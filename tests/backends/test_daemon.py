@@ -16,8 +16,9 @@ import sys
 import time
 
 import pytest
-from daemonproc import DaemonHandle, copy_project, gone
-from serverproc import subunit_events
+from daemonproc import DaemonHandle
+from processes import gone
+from serverproc import copy_project, subunit_events
 
 from testserver.backends import testr
 from testserver.clients.project import DAEMON_DIR_ENV

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from daemonproc import descendants, describe, gone
-from serverproc import PROJECTS, project_copy
+from serverproc import copy_project
 from terminal import read_terminal, run_at_terminal
 
 from testserver.clients.project import DAEMON_DIR_ENV
@@ -122,7 +122,7 @@ def stop_daemon_of(project: Path) -> None:
 
 def own_project(name: str, tmp_path: Path) -> Path:
     """A copy of ``tests/projects/NAME`` with a ``pyproject.toml``: a project of its own."""
-    project = project_copy(PROJECTS / name, tmp_path / "proj")
+    project = copy_project(name, tmp_path, "proj")
     (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
     return project
 

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from daemonproc import DaemonHandle, copy_project
+from daemonproc import DaemonHandle
+from serverproc import copy_project
 
 BIN = Path(sys.executable).parent
 CLIENT = f"{sys.executable} -m testserver.backends.testr"

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import CommandProcess, project_copy, session_processes
+from processes import session_processes
+from serverproc import CommandProcess, copy_project
 
 from testserver.clients.bridge import BadRequest, Request, parse_request, select_tests
 
@@ -79,7 +80,7 @@ class BridgeProcess(CommandProcess):
 
 @pytest.fixture
 def project(tmp_path):
-    return project_copy(PROJECT, tmp_path / "project")
+    return copy_project(PROJECT, tmp_path, "project")
 
 
 @pytest.fixture

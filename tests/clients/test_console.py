@@ -13,16 +13,15 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from serverproc import session_processes
+from processes import session_processes
+from serverproc import PROJECTS
 from terminal import run_at_terminal
 
 from testserver.clients.runs import Assembler, Outcome, Output, Started, Tally, select
 from testserver.wire.events import Packet
 
-PROJECTS = Path(__file__).parent.parent / "projects"
 DEMO = ("-t", ".", "-s", "cdemo")
 TIMEOUT = 60
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

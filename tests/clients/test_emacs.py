@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import project_copy, session_processes
+from processes import session_processes
+from serverproc import copy_project
 
 REPO = Path(__file__).parent.parent.parent
 EMACS_DIR = REPO / "examples" / "editors" / "emacs"
@@ -50,7 +51,7 @@ def test_every_ert_test_is_run_here():
 
 @pytest.mark.parametrize("name", ERT_TESTS)
 def test_emacs(emacs, name, tmp_path):
-    project = project_copy(PROJECT, tmp_path / "project")
+    project = copy_project(PROJECT, tmp_path, "project")
     (project / "pyproject.toml").write_text("")  # marks the project root for testserver.el
     env = {k: v for k, v in os.environ.items() if k != "PYTHONBREAKPOINT"}
     env.update(

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from serverproc import PROJECTS
 
 from testserver.clients.jsonout import Locator
 
-PROJECTS = Path(__file__).parent.parent / "projects"
 DEMO = PROJECTS / "cli_demo"
 TIMEOUT = 60
 

@@ -20,8 +20,8 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
-from daemonproc import descendants, describe, gone
-from serverproc import PROJECTS, project_copy, session_processes
+from processes import descendants, describe, gone, session_processes
+from serverproc import copy_project
 from terminal import read_terminal, run_at_terminal
 
 from testserver.clients.project import DAEMON_DIR_ENV, find_root
@@ -78,7 +78,7 @@ def test_help_lists_the_commands(tmp_path):
 
 
 def test_misspelled_command_is_a_usage_error_with_a_suggestion(tmp_path):
-    project = project_copy(PROJECTS / "cli_pass", tmp_path / "p")
+    project = copy_project("cli_pass", tmp_path, "p")
     result = ts("runn", cwd=project)
     assert result.returncode == 2
     assert result.stdout == b""  # nothing ran: no subunit
@@ -88,7 +88,7 @@ def test_misspelled_command_is_a_usage_error_with_a_suggestion(tmp_path):
 
 
 def test_a_module_name_is_still_a_test_name(tmp_path):
-    project = project_copy(PROJECTS / "cli_pass", tmp_path / "p")
+    project = copy_project("cli_pass", tmp_path, "p")
     result = ts("cpass", cwd=project)  # a package here, as `python -m unittest cpass`
     assert result.returncode == 0, result.stderr  # (a package without tests: none run)
     assert "unknown command" not in result.stderr
@@ -100,7 +100,7 @@ def test_a_module_name_is_still_a_test_name(tmp_path):
     ids=["oneshot", "serve", "list", "run-format-subunit"],
 )
 def test_binary_subunit_is_never_written_to_a_terminal(tmp_path, args):
-    project = project_copy(PROJECTS / "cli_pass", tmp_path / "p")
+    project = copy_project("cli_pass", tmp_path, "p")
     code, shown = at_terminal(*args, cwd=project, stdin_tty=False)
     assert code == 2
     assert "refusing to write binary subunit to a terminal" in shown
@@ -108,7 +108,7 @@ def test_binary_subunit_is_never_written_to_a_terminal(tmp_path, args):
 
 
 def test_debug_takes_the_loading_options_of_run(tmp_path):
-    project = project_copy(PROJECTS / "cli_demo", tmp_path / "p")
+    project = copy_project("cli_demo", tmp_path, "p")
     process = subprocess.run(
         [
             sys.executable,
@@ -133,7 +133,7 @@ def test_debug_takes_the_loading_options_of_run(tmp_path):
 
 @pytest.fixture
 def demo(tmp_path) -> Path:
-    return project_copy(PROJECTS / "cli_demo", tmp_path / "demo")
+    return copy_project("cli_demo", tmp_path, "demo")
 
 
 def ran_ids(result: subprocess.CompletedProcess) -> list[str]:
@@ -174,7 +174,7 @@ def test_verbose_prints_a_line_per_test_with_error_distinct_from_fail(demo):
 
 
 def test_failfast_stops_at_the_first_failure(tmp_path):
-    project = project_copy(PROJECTS / "cli_failfast", tmp_path / "p")
+    project = copy_project("cli_failfast", tmp_path, "p")
     result = ts("run", "-t", ".", "-s", "cfailfast", "-x", "--format", "json", cwd=project)
     assert result.returncode == 1
     summary = json.loads(result.stdout.splitlines()[-1])
@@ -224,7 +224,7 @@ def test_breakpoint_points_to_testserver_debug(tmp_path):
 
 
 def test_tests_not_run_fail_the_run(tmp_path):
-    project = project_copy(PROJECTS / "cli_notrun", tmp_path / "p")
+    project = copy_project("cli_notrun", tmp_path, "p")
     result = ts("run", "-t", ".", "-s", "cnotrun", cwd=project)
     out = result.stdout.decode()
     assert result.returncode == 1, out
@@ -268,7 +268,7 @@ def stats_counts(text: bytes) -> list[str]:
 
 @pytest.mark.parametrize("name, top", [("tools_demo", "tdemo"), ("tools_subtests", "tsub")])
 def test_format_subunit_feeds_junitxml_stats_and_pyunit(tmp_path, name, top):
-    project = project_copy(PROJECTS / name, tmp_path / name)
+    project = copy_project(name, tmp_path)
     stream = ts("run", "-t", ".", "-s", top, "--format", "subunit", cwd=project).stdout
     assert b"testserver." not in stream  # no control events
     xml = tool("subunit2junitxml", stream)
@@ -283,7 +283,7 @@ def test_format_subunit_feeds_junitxml_stats_and_pyunit(tmp_path, name, top):
 
 @pytest.mark.parametrize("name, top", [("tools_demo", "tdemo"), ("tools_subtests", "tsub")])
 def test_subtests_fold_gives_the_totals_of_subunit_run(tmp_path, name, top):
-    project = project_copy(PROJECTS / name, tmp_path / name)
+    project = copy_project(name, tmp_path)
     folded = ts(
         "run", "-t", ".", "-s", top, "--format", "subunit", "--subtests", "fold", cwd=project
     ).stdout
@@ -300,7 +300,7 @@ def test_subtests_fold_gives_the_totals_of_subunit_run(tmp_path, name, top):
 
 def project_with_marker(name: str, tmp_path: Path) -> Path:
     """A copy of ``tests/projects/NAME`` with a ``pyproject.toml``: a project of its own."""
-    project = project_copy(PROJECTS / name, tmp_path / "proj")
+    project = copy_project(name, tmp_path, "proj")
     (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
     (project / "sub" / "deeper").mkdir(parents=True)
     return project

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import project_copy
+from serverproc import copy_project
 
 PLUGIN = Path(__file__).parent.parent.parent / "examples" / "editors" / "vim" / "testserver.vim"
 PROJECT = Path(__file__).parent.parent / "projects" / "editor_demo"
@@ -43,7 +43,7 @@ def test_vim_says_loading_then_ready_with_the_load_errors(tmp_path):
     vim = shutil.which("vim")
     if vim is None:
         pytest.skip("vim is not installed")
-    root = project_copy(PROJECT, tmp_path / "project")
+    root = copy_project(PROJECT, tmp_path, "project")
     (root / "pyproject.toml").write_text("")
     (root / "edemo" / "test_broken_import.py").write_text("import no_such_module_here\n")
     script = tmp_path / "check.vim"

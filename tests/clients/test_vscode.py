@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import project_copy
+from serverproc import copy_project
 
 HERE = Path(__file__).parent.parent
 EXTENSION = HERE.parent / "examples" / "editors" / "vscode" / "testserver-vscode" / "extension.js"
@@ -27,7 +27,7 @@ def test_the_extension_is_warm_and_puts_failures_where_they_happened(tmp_path):
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    root = project_copy(HERE / "projects" / "editor_demo", tmp_path / "project")
+    root = copy_project("editor_demo", tmp_path, "project")
     config = {"command": [sys.executable, "-m", "testserver"], "args": ["-t", ".", "-s", "edemo"]}
     test_file = root / "edemo" / "test_calc.py"
     result = subprocess.run(

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import CommandProcess, project_copy, save_as_editors_do, session_processes
+from processes import session_processes
+from serverproc import CommandProcess, copy_project, save_as_editors_do
 
 from testserver.clients.runs import Outcome
 from testserver.clients.watch import (
@@ -77,7 +78,7 @@ class WatchProcess(CommandProcess):
 
 @pytest.fixture
 def project(tmp_path):
-    return project_copy(PROJECT, tmp_path / "project")
+    return copy_project(PROJECT, tmp_path, "project")
 
 
 @pytest.fixture

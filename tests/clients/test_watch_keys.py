@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from serverproc import DEFAULT_TIMEOUT, project_copy, save_as_editors_do, session_processes
+from processes import session_processes
+from serverproc import DEFAULT_TIMEOUT, copy_project, save_as_editors_do
 
 from testserver.clients.tracebacks import frames, import_failure, project_frame
 
@@ -119,7 +120,7 @@ def terminal(tmp_path):
     started: list[Terminal] = []
 
     def start(*args: str) -> Terminal:
-        started.append(Terminal(project_copy(PROJECT, tmp_path / "project"), *args))
+        started.append(Terminal(copy_project(PROJECT, tmp_path, "project"), *args))
         return started[-1]
 
     yield start
@@ -238,7 +239,7 @@ def test_failures_are_red_on_a_terminal(terminal):
 
 
 def test_without_a_terminal_there_are_no_keys(tmp_path):
-    root = project_copy(PROJECT, tmp_path / "project")
+    root = copy_project(PROJECT, tmp_path, "project")
     process = subprocess.Popen(
         [sys.executable, "-m", "testserver", "watch", "-t", ".", "-s", "wproj"],
         cwd=root,

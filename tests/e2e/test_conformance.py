@@ -4,8 +4,8 @@ Every case runs :func:`conformance.check`: ``subunit.run``, one-shot ``testserve
 ``testserver --serve`` must list the same ids and give every test the same outcome (see the
 module docstring of tests/conformance.py for the documented differences it allows).
 
-The real suites are the test suites shipped in two pinned PyPI sdists, downloaded once per
-session with ``pip download --no-binary :all: --no-deps``:
+The real suites are the test suites shipped in two pinned PyPI sdists, downloaded once
+with ``pip download --no-binary :all: --no-deps``:
 
 - ``fixtures`` 4.3.2: testtools-based tests gathered by a ``load_tests`` function and run by
   name (``tests.test_suite``, as its Makefile does), with a doctest file, ``Popen`` and signal
@@ -13,12 +13,14 @@ session with ``pip download --no-binary :all: --no-deps``:
 - ``simplejson`` 3.20.2: plain unittest, found by discovery, with doctests and a test that
   runs a subprocess; needs nothing (its C speedups are not built, so their tests skip).
 
-Set ``TESTSERVER_SDIST_CACHE`` to a directory to keep the downloads between sessions. When the
-package index cannot be reached the real-suite tests are skipped, saying so.
+The downloads are kept in ``build/sdists`` between sessions (``TESTSERVER_SDIST_CACHE`` names
+another directory). When the package index cannot be reached the real-suite tests are
+skipped, saying so.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -29,6 +31,10 @@ from pathlib import Path
 import pytest
 from conformance import ONESHOT, REFERENCE, SERVE, check, compare, decode, exists_ids
 from serverproc import PROJECTS
+
+DEFAULT_SDIST_CACHE = Path(__file__).resolve().parents[2] / "build" / "sdists"
+"""Where the downloads are kept between sessions unless ``TESTSERVER_SDIST_CACHE`` says
+otherwise (``make clean`` removes ``build/``)."""
 
 PIP_TIMEOUT = 600
 """Seconds for one ``pip download`` of the pinned sdists (it builds their metadata)."""
@@ -91,12 +97,13 @@ def _download(requirements: list[str], into: Path) -> None:
 @pytest.fixture(scope="session")
 def sdists(tmp_path_factory) -> dict[str, Path]:
     """The pinned sdists, downloaded once and unpacked: suite name -> source directory."""
-    cache = os.environ.get("TESTSERVER_SDIST_CACHE")
-    downloads = Path(cache) if cache else tmp_path_factory.mktemp("sdist-downloads")
+    downloads = Path(os.environ.get("TESTSERVER_SDIST_CACHE", DEFAULT_SDIST_CACHE))
     downloads.mkdir(parents=True, exist_ok=True)
-    missing = [s.requirement for s in SUITES if not (downloads / f"{s.directory}.tar.gz").exists()]
-    if missing:
-        _download(missing, downloads)
+    with open(downloads / ".lock", "w") as lock:  # parallel workers download once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        wanted = [s for s in SUITES if not (downloads / f"{s.directory}.tar.gz").exists()]
+        if wanted:
+            _download([s.requirement for s in wanted], downloads)
     unpacked = tmp_path_factory.mktemp("sdists")
     sources = {}
     for suite in SUITES:
@@ -109,6 +116,7 @@ def sdists(tmp_path_factory) -> dict[str, Path]:
     return sources
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("suite", SUITES, ids=[s.name for s in SUITES])
 def test_real_suite_conforms(suite, sdists):
     report = check(sdists[suite.name], suite.args)

@@ -45,6 +45,7 @@ SUITE_TIMEOUT = 120.0
 TEST_TIMEOUT = 60.0
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", _cases())
 def test_public_suite_agrees_in_every_mode(name: str, tmp_path: Path) -> None:
     result = run_suite(

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, ServerProcess
+from serverproc import ServerProcess, copy_project, run_oneshot
 
 from testserver.wire.commands import Quit, RunTests
 
@@ -85,21 +84,8 @@ def launcher_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHON": sys.executable, **extra}
 
 
-def copy_project(tmp_path: Path, name: str = "tools_demo", as_name: str | None = None) -> Path:
-    target = tmp_path / (as_name or name)
-    shutil.copytree(PROJECTS / name, target)
-    return target
-
-
 def oneshot_bytes(project: Path | str, *args: str, module: str = "testserver") -> bytes:
-    cwd = PROJECTS / project if isinstance(project, str) else project
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=TOOL_TIMEOUT,
-    )
+    proc = run_oneshot(project, *args, module=module)
     assert proc.returncode == 0, proc.stderr.decode()
     return proc.stdout
 
@@ -131,7 +117,7 @@ def summarise_testr(output: str) -> dict[str, int]:
 
 
 def make_testr_project(tmp_path: Path, module: str, name: str = "tools_demo") -> Path:
-    project = copy_project(tmp_path, name, as_name=f"{name}-{module}")
+    project = copy_project(name, tmp_path, f"{name}-{module}")
     (project / ".testr.conf").write_text(TESTR_CONF.format(module=module), encoding="utf-8")
     init = run_tool([tool("testr"), "init"], project, env=launcher_env())
     assert init.returncode == 0, init.stdout.decode()
@@ -209,7 +195,7 @@ def stestr_totals(output: str) -> dict[str, int]:
 
 
 def stestr_project(tmp_path: Path, name: str) -> Path:
-    project = copy_project(tmp_path, as_name=name)
+    project = copy_project("tools_demo", tmp_path, name)
     (project / ".stestr.conf").write_text(STESTR_CONF, encoding="utf-8")
     return project
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conformance import decode, exists_ids
-from serverproc import PROJECTS
+from serverproc import copy_project
 
 DISCOVER = ("discover", "-t", ".", "-s", "layer_outcomes")
 N = 3
@@ -28,11 +27,7 @@ N = 3
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """layer_outcomes, with a marker so that it is its own project root."""
-    root = shutil.copytree(
-        PROJECTS / "layer_outcomes",
-        tmp_path / "layer_outcomes",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    root = copy_project("layer_outcomes", tmp_path)
     (root / "pyproject.toml").write_text("")
     return root
 
@@ -169,11 +164,7 @@ TESTR_EXIT_STATUS = "process-returncode"
 def tool_run(tmp_path: Path, tool: str, shard: str | None) -> dict[str, str]:
     """A real ``testr run --parallel`` / ``stestr run`` of a fresh copy of the project on
     testserver's backend, with ``shard``; the final status per test of ``last --subunit``."""
-    root = shutil.copytree(
-        PROJECTS / "layer_outcomes",
-        tmp_path / f"{tool}-{shard or 'all'}".replace("/", "of"),
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    root = copy_project("layer_outcomes", tmp_path, f"{tool}-{shard or 'all'}".replace("/", "of"))
     env = {k: v for k, v in os.environ.items() if k != "TESTSERVER_SHARD"}
     env["TESTSERVER_NO_DAEMON"] = "1"  # cold: no daemon left behind by the test
     if tool == "testr":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import unittest
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from serverproc import PROJECTS, copy_project
 
 from testserver.engine.loading import (
     FAILED_TEST_PREFIX,
@@ -23,7 +23,6 @@ from testserver.engine.loading import (
 )
 from testserver.wire.packets import decode_packets
 
-PROJECTS = Path(__file__).parent.parent / "projects"
 OUTCOMES = PROJECTS / "layer_outcomes"
 DUPES = PROJECTS / "layer_dupes"
 
@@ -34,8 +33,7 @@ SYNTAX_ERROR_SOURCE = "import unittest\n\nclass Broken(unittest.TestCase)\n    p
 @pytest.fixture(scope="module")
 def broken_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """layer_broken plus a module with a SyntaxError, copied once (module names are global)."""
-    root = tmp_path_factory.mktemp("broken") / "layer_broken"
-    shutil.copytree(PROJECTS / "layer_broken", root)
+    root = copy_project("layer_broken", tmp_path_factory.mktemp("broken"))
     (root / "layer_broken" / "test_syntax_error.py").write_text(SYNTAX_ERROR_SOURCE)
     return root
 

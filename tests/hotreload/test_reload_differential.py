@@ -5,9 +5,10 @@ on the previous state) while one ``python -m testserver --serve`` stays up. Afte
 scenario the warm server's ``list-tests`` ids (in order) and ``run-tests`` outcomes (every
 test and subtest id with its final status and parent id) must equal those of a fresh
 ``python -m testserver discover --list`` and ``python -m testserver discover`` on the same
-tree, run with a fresh ``PYTHONPYCACHEPREFIX`` so that the reference never reads a stale
-``.pyc``. The server must also have done what the scenario expects: reloaded in place, or
-restarted itself and said why, or (for a change that changes nothing) not reloaded at all.
+tree, with a ``PYTHONPYCACHEPREFIX`` emptied of the project's bytecode before each pair,
+so that the reference never reads a stale ``.pyc``. The server must also have done what the
+scenario expects: reloaded in place, or restarted itself and said why, or (for a change that
+changes nothing) not reloaded at all.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ import py_compile
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, ServerProcess, Transcript
+from serverproc import ServerProcess, Transcript, copy_project
 
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.control import RELOAD
@@ -442,21 +442,26 @@ def scenarios() -> list[Scenario]:
 
 
 def cold(root: Path, scratch: Path) -> tuple[list[str], Outcomes]:
-    """``--list`` and a full run, in two fresh processes with their own bytecode cache."""
-    env = dict(os.environ, PYTHONPATH="vendor/site-packages")
+    """``--list`` and a full run, in two fresh processes that compile the project afresh.
+
+    They share a bytecode cache outside the tree (``PYTHONPYCACHEPREFIX``) from which the
+    project's part is deleted first: the standard library and testserver, which no scenario
+    edits, stay compiled, and no ``.pyc`` of the project survives from an earlier scenario.
+    """
+    prefix = scratch / "pyc"
+    shutil.rmtree(prefix / root.resolve().relative_to(root.anchor), ignore_errors=True)
+    env = dict(os.environ, PYTHONPATH="vendor/site-packages", PYTHONPYCACHEPREFIX=str(prefix))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    procs = []
-    for extra in (["--list"], []):
-        prefix = scratch / f"pyc-{time.monotonic_ns()}-{len(procs)}"
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "testserver", *ARGS, *extra],
-                cwd=root,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=dict(env, PYTHONPYCACHEPREFIX=str(prefix)),
-            )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "testserver", *ARGS, *extra],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
+        for extra in (["--list"], [])
+    ]
     (list_out, _), (run_out, run_err) = (p.communicate(timeout=120) for p in procs)
     assert procs[1].returncode == 0, run_err.decode()
     return listed(decode_packets(list_out)), outcomes(decode_packets(run_out))
@@ -503,9 +508,9 @@ def check_expectation(scenario: Scenario, reloads: list[dict]) -> str | None:
     return f"expected an in-place reload, got a restart: {restarts}" if restarts else None
 
 
+@pytest.mark.heavy
 def test_warm_server_agrees_with_cold_runs_after_every_edit(tmp_path: Path) -> None:
-    root = tmp_path / "reload_shop"
-    shutil.copytree(PROJECTS / "reload_shop", root)
+    root = copy_project("reload_shop", tmp_path)
     tree = Tree(root)
     plan = scenarios()
     assert len(plan) >= MIN_SCENARIOS

@@ -100,6 +100,7 @@ def make_history(repo: Path) -> None:
         git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message)
 
 
+@pytest.mark.heavy
 def test_a_replayed_history_agrees_with_fresh_processes_at_every_commit(tmp_path: Path) -> None:
     if subprocess.run(["git", "--version"], capture_output=True).returncode != 0:
         pytest.skip("git is not installed")

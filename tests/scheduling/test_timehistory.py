@@ -11,12 +11,12 @@ import dbm
 import dbm.dumb
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from serverproc import copy_project
 
 from testserver.scheduling import timehistory
 from testserver.scheduling.timehistory import (
@@ -27,8 +27,6 @@ from testserver.scheduling.timehistory import (
     read_history,
     record,
 )
-
-PROJECTS = Path(__file__).parent.parent / "projects"
 
 
 def write_testr(root: Path, times: dict[str, float]) -> None:
@@ -110,7 +108,7 @@ def test_testr_and_stestr_histories_are_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("tool", ["testr", "stestr"])
 def test_what_the_real_tools_write_is_read(tmp_path: Path, tool: str) -> None:
     """A real ``testr run`` / ``stestr run`` of a small project, then its history read."""
-    project = shutil.copytree(PROJECTS / "cli_pass", tmp_path / "cli_pass")
+    project = copy_project("cli_pass", tmp_path)
     command = f"{sys.executable} -m subunit.run discover -t . -s cpass"
     if tool == "testr":
         (project / ".testr.conf").write_text(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from serverproc import ServerProcess, subunit_events
+from serverproc import subunit_events
 
 from testserver.wire.commands import ListTests, RunTests
 from testserver.wire.control import COMPLETE
@@ -13,10 +13,8 @@ LIMIT = 1024
 
 
 @pytest.fixture
-def server():
-    proc = ServerProcess("e2e_basic", "-t", ".", "-s", "ebasic", "--max-payload", str(LIMIT))
-    yield proc
-    proc.kill()
+def server(start_server):
+    return start_server("e2e_basic", "-t", ".", "-s", "ebasic", "--max-payload", str(LIMIT))
 
 
 def completions(transcript) -> list[dict]:

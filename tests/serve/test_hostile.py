@@ -21,7 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, ServerProcess, project_copy, subunit_events
+from processes import descendants, describe, wait_gone
+from serverproc import ServerProcess, copy_project, subunit_events
 
 from testserver.wire.commands import ListTests, RunTests, Stdin
 
@@ -61,7 +62,7 @@ def corpus(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the corpus and the environment that records the pids it leaves."""
     pids = tmp_path / "pids"
     pids.mkdir()
-    project = project_copy(PROJECTS / "hostile", tmp_path / "hostile")
+    project = copy_project("hostile", tmp_path)
     return project, {"HOSTILE_PIDS": str(pids)}
 
 
@@ -85,54 +86,7 @@ def outcome_per_id(events: list[dict]) -> dict[str, list[str]]:
 
 def left_processes(pid_dir: Path) -> list[int]:
     """Recorded pids still alive (not zombies) after the grace period."""
-    recorded = [int(path.name) for path in pid_dir.iterdir()]
-    deadline = time.monotonic() + GRACE_SECONDS
-    while True:
-        alive = [pid for pid in recorded if _alive(pid)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def describe(pid: int) -> str:
-    """A process's parent, state and command line, for a failure message."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return f"{pid}: gone"
-    return f"{pid}: ppid {fields[1]} state {fields[0]} pgid {fields[2]}: {cmdline}"
+    return wait_gone((int(path.name) for path in pid_dir.iterdir()), GRACE_SECONDS)
 
 
 def check_accounting(events: list[dict], ids: list[str], not_run: set[str]) -> None:
@@ -148,6 +102,7 @@ def check_accounting(events: list[dict], ids: list[str], not_run: set[str]) -> N
         assert outcomes[test_id] == [status], (test_id, outcomes[test_id])
 
 
+@pytest.mark.heavy
 def test_serve_mode_survives_the_corpus(corpus) -> None:
     project, env = corpus
     server = ServerProcess(project, "-t", ".", "-s", "hostile", "--timeout", "30", env=env)
@@ -191,6 +146,7 @@ def run_testserver(corpus, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.heavy
 def test_oneshot_mode_survives_the_corpus(corpus) -> None:
     _, env = corpus
     result = run_testserver(corpus, "--timeout", "30")
@@ -209,6 +165,7 @@ def test_oneshot_mode_survives_the_corpus(corpus) -> None:
     assert left_processes(Path(env["HOSTILE_PIDS"])) == []
 
 
+@pytest.mark.heavy
 def test_testserver_run_survives_the_corpus(corpus) -> None:
     """The terminal client: a failure summary naming what did not run, exit 1, nothing left."""
     _, env = corpus

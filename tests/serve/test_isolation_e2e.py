@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 from serverproc import ServerProcess, subunit_events
@@ -17,10 +16,8 @@ SLOW = "ecrash.test_crashes.Slow."
 
 
 @pytest.fixture
-def server():
-    proc = ServerProcess("e2e_crash", "-t", ".", "-s", "ecrash", "--timeout", "5")
-    yield proc
-    proc.kill()
+def server(start_server):
+    return start_server("e2e_crash", "-t", ".", "-s", "ecrash", "--timeout", "5")
 
 
 def test_a_crashing_batch_reports_the_victims_and_runs_the_rest(server):
@@ -54,6 +51,7 @@ def test_a_crashing_batch_reports_the_victims_and_runs_the_rest(server):
     assert server.request(ListTests("after")).complete["tests"] == 8
 
 
+@pytest.mark.heavy
 def test_a_hanging_test_times_out_and_the_batch_goes_on(server):
     ids = (SLOW + "test_hang", SLOW + "test_quick")
     transcript = server.request(RunTests("slow", ids), timeout=30)
@@ -86,37 +84,29 @@ def test_sigint_cancels_the_batch_and_the_server_keeps_serving(server):
     assert server.request(ListTests("alive")).complete["status"] == "ok"
 
 
-def test_stdin_reaches_the_running_test():
-    proc = ServerProcess("e2e_stdin", "-t", ".", "-s", "estdin")
-    try:
-        test_id = "estdin.test_stdin.ReadsStdin.test_readline"
-        proc.send(RunTests("r", (test_id,)))
-        proc.read_until(lambda p: p.status == "inprogress")
-        assert proc.request(Stdin("in", b"typed line\n")).complete["bytes"] == 11
-        transcript = proc.wait_complete("r")
-        assert transcript.files(test_id, "stdout") == b"read 'typed line\\n'\n"
-        assert transcript.statuses() == {test_id: "success"}
-    finally:
-        proc.kill()
+def test_stdin_reaches_the_running_test(stdin_server):
+    proc = stdin_server
+    test_id = "estdin.test_stdin.ReadsStdin.test_readline"
+    proc.send(RunTests("r", (test_id,)))
+    proc.read_until(lambda p: p.status == "inprogress")
+    assert proc.request(Stdin("in", b"typed line\n")).complete["bytes"] == 11
+    transcript = proc.wait_complete("r")
+    assert transcript.files(test_id, "stdout") == b"read 'typed line\\n'\n"
+    assert transcript.statuses() == {test_id: "success"}
 
 
-def test_empty_stdin_is_end_of_input():
-    proc = ServerProcess("e2e_stdin", "-t", ".", "-s", "estdin")
-    try:
-        test_id = "estdin.test_stdin.ReadsStdin.test_readline"
-        proc.send(RunTests("r", (test_id,)))
-        proc.send(Stdin("eof", b""))
-        transcript = proc.wait_complete("r")
-        assert transcript.files(test_id, "stdout") == b"read ''\n"
-    finally:
-        proc.kill()
+def test_empty_stdin_is_end_of_input(stdin_server):
+    proc = stdin_server
+    test_id = "estdin.test_stdin.ReadsStdin.test_readline"
+    proc.send(RunTests("r", (test_id,)))
+    proc.send(Stdin("eof", b""))
+    transcript = proc.wait_complete("r")
+    assert transcript.files(test_id, "stdout") == b"read ''\n"
 
 
 @pytest.fixture
-def stdin_server():
-    proc = ServerProcess("e2e_stdin", "-t", ".", "-s", "estdin")
-    yield proc
-    proc.kill()
+def stdin_server(start_server):
+    return start_server("e2e_stdin", "-t", ".", "-s", "estdin")
 
 
 def wait_for_stdin_wanted(server, test_id):
@@ -175,17 +165,14 @@ def test_closing_the_servers_stdin_gives_a_waiting_test_end_of_input(stdin_serve
     assert stdin_server.wait() == 0
 
 
-def test_in_process_isolation_runs_the_same_tests():
-    proc = ServerProcess("e2e_crash", "-t", ".", "-s", "ecrash", "--isolation", "none")
-    try:
-        assert proc.hello["isolation"] == "none"
-        ids = (C + "test_before", C + "test_sys_exit", C + "test_after")
-        transcript = proc.request(RunTests("inproc", ids))
-        assert [transcript.statuses()[i] for i in ids] == ["success", "fail", "success"]
-        outcomes = transcript.complete["outcomes"]
-        assert outcomes == {"fail": 1, "skip": 0, "success": 2, "uxsuccess": 0, "xfail": 0}
-    finally:
-        proc.kill()
+def test_in_process_isolation_runs_the_same_tests(start_server):
+    proc = start_server("e2e_crash", "-t", ".", "-s", "ecrash", "--isolation", "none")
+    assert proc.hello["isolation"] == "none"
+    ids = (C + "test_before", C + "test_sys_exit", C + "test_after")
+    transcript = proc.request(RunTests("inproc", ids))
+    assert [transcript.statuses()[i] for i in ids] == ["success", "fail", "success"]
+    outcomes = transcript.complete["outcomes"]
+    assert outcomes == {"fail": 1, "skip": 0, "success": 2, "uxsuccess": 0, "xfail": 0}
 
 
 def test_cancel_sent_with_the_run_is_never_lost_or_a_crash():
@@ -205,20 +192,17 @@ def test_cancel_sent_with_the_run_is_never_lost_or_a_crash():
             proc.kill()
 
 
-def test_in_process_not_run_and_sigterm():
-    proc = ServerProcess("e2e_basic", "-t", ".", "-s", "ebasic", "--isolation", "none")
-    try:
-        never = "ebasic.test_fixtures.BrokenClassFixture.test_never_runs"
-        transcript = proc.request(RunTests("fx", (never,)))
-        assert transcript.complete["not_run"] == [never]
-        proc.proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        proc.kill()
+def test_in_process_not_run_and_sigterm(start_server):
+    proc = start_server("e2e_basic", "-t", ".", "-s", "ebasic", "--isolation", "none")
+    never = "ebasic.test_fixtures.BrokenClassFixture.test_never_runs"
+    transcript = proc.request(RunTests("fx", (never,)))
+    assert transcript.complete["not_run"] == [never]
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
 
 
 def test_a_hung_worker_dies_with_its_server(server):
-    from serverproc import process_stats
+    from processes import process_stats, wait_gone
 
     server.send(RunTests("hang", (SLOW + "test_hang",)))
     server.read_until(lambda p: p.status == "inprogress")
@@ -226,18 +210,13 @@ def test_a_hung_worker_dies_with_its_server(server):
     assert children, "the worker running the test is a child of the server"
     server.proc.kill()
     server.proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        alive = [p for p, f in process_stats() if p in children and f[0] != "Z"]
-        if not alive:
-            break
-        time.sleep(0.05)
+    alive = wait_gone(children, timeout=10)
     assert not alive, f"workers outlived the server: {alive}"
 
 
 def test_a_server_whose_client_is_gone_cancels_and_exits(server):
     """Closing the server's stdout (the client died) ends a hung batch and the server."""
-    from serverproc import process_stats
+    from processes import process_stats
 
     server.send(RunTests("hang", (SLOW + "test_hang",)))
     server.read_until(lambda p: p.status == "inprogress")
@@ -249,20 +228,17 @@ def test_a_server_whose_client_is_gone_cancels_and_exits(server):
     assert not alive, f"workers outlived the server: {alive}"
 
 
-def test_a_cancelled_worker_killed_in_a_fixture_fails_no_test():
+def test_a_cancelled_worker_killed_in_a_fixture_fails_no_test(start_server):
     """Spec 4.5 item 2: no test was running when the cancel killed the worker."""
-    proc = ServerProcess("e2e_cancel_fixture", "-t", ".", "-s", "ecfixture")
-    try:
-        ids = tuple(f"ecfixture.test_waits.WaitsInFixture.test_{n}" for n in "ab")
-        proc.send(RunTests("fixture", ids))
-        prompt = wait_for_stdin_wanted(proc, None)  # null: a fixture reads, not a test
-        assert prompt.files(None, "stdout") == b"fixture waiting\n"
-        proc.send(Cancel("stop"))
-        transcript = proc.wait_complete("fixture", timeout=30)
-        complete = transcript.complete
-        assert complete["status"] == "cancelled"
-        assert transcript.statuses() == {}
-        assert complete["not_run"] == list(ids) and "crashes" not in complete
-        assert proc.wait_complete("stop").complete["cancelled"] == "fixture"
-    finally:
-        proc.kill()
+    proc = start_server("e2e_cancel_fixture", "-t", ".", "-s", "ecfixture")
+    ids = tuple(f"ecfixture.test_waits.WaitsInFixture.test_{n}" for n in "ab")
+    proc.send(RunTests("fixture", ids))
+    prompt = wait_for_stdin_wanted(proc, None)  # null: a fixture reads, not a test
+    assert prompt.files(None, "stdout") == b"fixture waiting\n"
+    proc.send(Cancel("stop"))
+    transcript = proc.wait_complete("fixture", timeout=30)
+    complete = transcript.complete
+    assert complete["status"] == "cancelled"
+    assert transcript.statuses() == {}
+    assert complete["not_run"] == list(ids) and "crashes" not in complete
+    assert proc.wait_complete("stop").complete["cancelled"] == "fixture"

@@ -12,11 +12,20 @@ OUT = "ebasic.test_outcomes."
 FAILED_IMPORT = "unittest.loader._FailedTest.ebasic.test_broken_import"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server():
+    """One warm server for the tests that leave it serving (each waits for its completions)."""
     proc = ServerProcess("e2e_basic", "-t", ".", "-s", "ebasic")
     yield proc
+    alive = proc.proc.poll() is None
     proc.kill()
+    assert alive, "a test stopped the shared server: give it own_server"
+
+
+@pytest.fixture
+def own_server(start_server):
+    """A server for one test that stops it."""
+    return start_server("e2e_basic", "-t", ".", "-s", "ebasic")
 
 
 def final_statuses(events: list[dict]) -> dict[str, str]:
@@ -163,15 +172,12 @@ def test_subtests_have_parent_ids_and_the_parent_a_final_status(server):
     assert parsed[parent] == "fail"
 
 
-def test_subunit_2_0_never_sets_the_parent_flag():
-    proc = ServerProcess("e2e_basic", "-t", ".", "-s", "ebasic", "--subunit-version", "2.0")
-    try:
-        assert proc.hello["subunit"] == "2.0"
-        transcript = proc.request(RunTests("s", ("ebasic.test_subtests.Sub.test_mixed",)))
-        assert all(p.parent_test_id is None for p in transcript.packets)
-        assert "ebasic.test_subtests.Sub.test_mixed (i=1)" in transcript.statuses()
-    finally:
-        proc.kill()
+def test_subunit_2_0_never_sets_the_parent_flag(start_server):
+    proc = start_server("e2e_basic", "-t", ".", "-s", "ebasic", "--subunit-version", "2.0")
+    assert proc.hello["subunit"] == "2.0"
+    transcript = proc.request(RunTests("s", ("ebasic.test_subtests.Sub.test_mixed",)))
+    assert all(p.parent_test_id is None for p in transcript.packets)
+    assert "ebasic.test_subtests.Sub.test_mixed (i=1)" in transcript.statuses()
 
 
 def test_malformed_frames_get_errors_and_the_server_keeps_serving(server):
@@ -199,18 +205,18 @@ def test_cancel_with_nothing_running(server):
     assert transcript.complete["cancelled"] is None
 
 
-def test_quit_exits_zero(server):
-    transcript = server.request(Quit("q"))
+def test_quit_exits_zero(own_server):
+    transcript = own_server.request(Quit("q"))
     assert transcript.complete["status"] == "ok"
-    assert server.wait() == 0
+    assert own_server.wait() == 0
 
 
-def test_end_of_input_exits_zero_after_queued_commands(server):
-    server.send(RunTests("last", (OUT + "Outcomes.test_pass",)))
-    server.close_stdin()
-    transcript = server.wait_complete("last")
+def test_end_of_input_exits_zero_after_queued_commands(own_server):
+    own_server.send(RunTests("last", (OUT + "Outcomes.test_pass",)))
+    own_server.close_stdin()
+    transcript = own_server.wait_complete("last")
     assert transcript.statuses() == {OUT + "Outcomes.test_pass": "success"}
-    assert server.wait() == 0
+    assert own_server.wait() == 0
 
 
 def test_hand_typed_frames_work(server):
@@ -244,18 +250,18 @@ def test_testtools_subtests_are_reported_one_by_one(server):
     assert parents == {parent}
 
 
-def test_commands_after_quit_are_refused_not_dropped(server):
-    server.send_raw(b"quit q 0\nlist-tests late 0\n")
-    late = server.wait_complete("late")
+def test_commands_after_quit_are_refused_not_dropped(own_server):
+    own_server.send_raw(b"quit q 0\nlist-tests late 0\n")
+    late = own_server.wait_complete("late")
     assert late.complete["status"] == "error"
     assert late.complete["code"] == "quitting"
-    assert server.wait() == 0
+    assert own_server.wait() == 0
 
 
-def test_sigterm_finishes_the_batch_completion_and_exits(server):
+def test_sigterm_finishes_the_batch_completion_and_exits(own_server):
     import signal
 
-    server.send(RunTests("t", (OUT + "Outcomes.test_pass",)))
-    server.wait_complete("t")
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.wait() == 0
+    own_server.send(RunTests("t", (OUT + "Outcomes.test_pass",)))
+    own_server.wait_complete("t")
+    own_server.proc.send_signal(signal.SIGTERM)
+    assert own_server.wait() == 0

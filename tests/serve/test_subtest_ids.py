@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from daemonproc import DaemonHandle, copy_project
-from serverproc import ServerProcess, run_oneshot, subunit_events
+from daemonproc import DaemonHandle
+from serverproc import ServerProcess, copy_project, run_oneshot, subunit_events
 
 from testserver.wire.commands import RunTests
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import wait_gone
 from serverproc import ServerProcess
 
 from testserver.wire.commands import RunTests
@@ -60,26 +61,12 @@ def _standby_of(server: ServerProcess) -> int:
     raise AssertionError("the server forked no standby worker")
 
 
-def _wait_dead(pid: int) -> None:
-    """Wait until ``pid`` has exited (a zombie its parent has not reaped yet, or gone)."""
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return
-        if state in ("Z", "X"):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"worker {pid} did not die")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_standby_that_died_while_idle_is_replaced(logged):
     server, log = logged
     standby = _standby_of(server)
     os.kill(standby, signal.SIGKILL)
-    _wait_dead(standby)
+    assert not wait_gone([standby], DEADLINE), f"worker {standby} did not die"
     transcript = server.request(RunTests("after", (ONE,)))
     assert transcript.statuses() == {ONE: "success"}
     assert transcript.complete["status"] == "ok"
