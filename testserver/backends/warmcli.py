@@ -31,6 +31,7 @@ running (``spec/daemon.md`` §10.1).
 from __future__ import annotations
 
 import _json
+import _signal
 import _socket
 import os
 import sys
@@ -178,21 +179,34 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def relay(sock) -> dict:  # noqa: ANN001 - a socket; not imported for its type
-    """Copy the answer's frames to stdout and stderr; return what the last frame says."""
-    buffer = bytearray()
+    """Copy the answer's frames to stdout and stderr; return what the last frame says.
+
+    The first Ctrl-C asks the daemon to cancel the run (whatever this loop is doing when it
+    arrives, reading or writing); the second raises :class:`KeyboardInterrupt`.
+    """
     interrupts = 0
-    while True:
+
+    def on_interrupt(number: int, frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt
         try:
-            chunk = sock.recv(READ_SIZE)
-        except KeyboardInterrupt:
-            interrupts += 1
-            if interrupts > 1:
-                raise
-            try:
-                sock.sendall(CANCEL)
-            except OSError:
-                pass
-            continue
+            sock.sendall(CANCEL)
+        except OSError:
+            pass
+
+    previous = _signal.signal(_signal.SIGINT, on_interrupt)
+    try:
+        return _relay_frames(sock)
+    finally:
+        _signal.signal(_signal.SIGINT, previous)
+
+
+def _relay_frames(sock) -> dict:  # noqa: ANN001
+    buffer = bytearray()
+    while True:
+        chunk = sock.recv(READ_SIZE)
         if not chunk:
             return {"exit": EXIT_ERROR, "lost": True}
         buffer += chunk
