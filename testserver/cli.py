@@ -19,13 +19,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+from testserver.wire.constants import EXIT_USAGE
+
 TYPE_CHECKING = False  # typing costs a millisecond at start-up: `testserver run` avoids it
 
 if TYPE_CHECKING:
     import argparse
-
-EXIT_USAGE = 2
-"""Bad arguments, or a start directory that cannot be imported."""
 
 CLIENT_COMMANDS = {
     "run": "testserver.backends.warmcli:main",

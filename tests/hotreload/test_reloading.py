@@ -34,7 +34,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from testserver.engine.loading import FAILED_TEST_PREFIX, LoadSpec, TestIndex, load
+from testserver.engine.loading import LoadSpec, TestIndex, load
 from testserver.hotreload.changesignal import ChangeSignal
 from testserver.hotreload.modulegraph import (
     SERVER_DIR,
@@ -47,6 +47,7 @@ from testserver.hotreload.modulestate import StateTracker
 from testserver.hotreload.reloader import Reloader, _CachingLoader, _TestCache, track_startup
 from testserver.hotreload.staleness import provably_garbage, purge
 from testserver.hotreload.watcher import ChangeRecorder, SourceTree, TreeChanges, Watcher
+from testserver.wire.constants import FAILED_TEST_PREFIX
 
 WAIT = 20.0
 """Seconds to wait for a watchdog thread to notice a write (a deadline, not a measurement)."""

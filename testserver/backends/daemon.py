@@ -32,7 +32,7 @@ Commands: ``testserver daemon start|stop|status [--project DIR] [--socket-dir DI
 :mod:`testserver.backends.daemonctl`.
 
 This module is the socket server: accepting connections (:class:`Daemon`), serving one request
-each (:class:`Session`), the idle shutdown and the commands. The warm servers themselves and
+each (:class:`Connection`), the idle shutdown and the commands. The warm servers themselves and
 their pool (keys, limits, eviction) are in :mod:`testserver.backends.pool`.
 """
 
@@ -93,7 +93,7 @@ FAILED_IMPORT_PREFIX = "unittest.loader._FailedTest."
 # --------------------------------------------------------------------------- one request
 
 
-class ClientGone(Exception):
+class ConnectionGone(Exception):
     """The client closed its connection: nobody reads the stream any more."""
 
 
@@ -101,7 +101,7 @@ class NotDelivered(Exception):
     """The server was gone before it could read the request's command: safe to retry."""
 
 
-class BadRequest(Exception):
+class BadRequestLine(Exception):
     """The request line is not a valid request; the message says why."""
 
 
@@ -111,11 +111,11 @@ def _strings(value: object) -> bool:
 
 
 def check_request(request: object) -> dict[str, Any]:
-    """Validate a decoded request line; return it or raise :class:`BadRequest`."""
+    """Validate a decoded request line; return it or raise :class:`BadRequestLine`."""
     if not isinstance(request, dict) or request.get("v") != testr.DAEMON_PROTOCOL:
-        raise BadRequest(f"expected a version {testr.DAEMON_PROTOCOL} request object")
+        raise BadRequestLine(f"expected a version {testr.DAEMON_PROTOCOL} request object")
     if request.get("op") not in ("run", "list", "status", "stop", "console"):
-        raise BadRequest(f"unknown op {request.get('op')!r}")
+        raise BadRequestLine(f"unknown op {request.get('op')!r}")
     if request["op"] in ("status", "stop"):
         return request
     console = request["op"] == "console"
@@ -134,11 +134,11 @@ def check_request(request: object) -> dict[str, Any]:
     ]
     for name, valid in checks:
         if not valid(request.get(name)):
-            raise BadRequest(f"bad {name!r} in request: {request.get(name)!r:.200}")
+            raise BadRequestLine(f"bad {name!r} in request: {request.get(name)!r:.200}")
     return request
 
 
-class Session:
+class Connection:
     """Serves one connection: read the request, answer it, close."""
 
     def __init__(self, daemon: Daemon, conn: socket.socket) -> None:
@@ -153,9 +153,9 @@ class Session:
         try:
             request = self._read_request()
             self._dispatch(request)
-        except ClientGone:
+        except ConnectionGone:
             pass
-        except BadRequest as error:
+        except BadRequestLine as error:
             self._finish({"exit": EXIT_USAGE, "stderr": f"testserver daemon: {error}\n"})
         except Exception:  # noqa: BLE001 - a bug must not take the daemon down
             log(f"internal error:\n{traceback.format_exc()}")
@@ -171,17 +171,17 @@ class Session:
             while b"\n" not in data:
                 chunk = self.conn.recv(testr.READ_SIZE)
                 if not chunk:
-                    raise ClientGone
+                    raise ConnectionGone
                 data += chunk
                 if len(data) > MAX_REQUEST:
-                    raise BadRequest(f"request longer than {MAX_REQUEST} bytes")
+                    raise BadRequestLine(f"request longer than {MAX_REQUEST} bytes")
         except OSError as error:  # includes the timeout
-            raise ClientGone from error
+            raise ConnectionGone from error
         self.conn.settimeout(None)
         try:
             request = json.loads(data[: data.index(b"\n")])
         except ValueError as error:
-            raise BadRequest(f"the request is not JSON: {error}") from None
+            raise BadRequestLine(f"the request is not JSON: {error}") from None
         return check_request(request)
 
     def _dispatch(self, request: dict[str, Any]) -> None:
@@ -237,7 +237,7 @@ class Session:
                     code = self._list(server, ids)
                 else:
                     code = self._run(server, ids)
-            except ClientGone:
+            except ConnectionGone:
                 self._abandon(server)
                 return
             except (NotDelivered, ClientError, OSError) as error:
@@ -346,7 +346,7 @@ class Session:
                     break
                 except TimeoutError:
                     if self._peer_closed():
-                        raise ClientGone from None
+                        raise ConnectionGone from None
         return None if item is None else item[1]
 
     def _abandon(self, server: WarmServer) -> None:
@@ -378,7 +378,7 @@ class Session:
         try:
             self.conn.sendall(data)
         except OSError as error:
-            raise ClientGone from error
+            raise ConnectionGone from error
 
     def _peer_closed(self) -> bool:
         ready, _, _ = select.select([self.conn], [], [], 0)
@@ -402,7 +402,7 @@ class Session:
         self.out.append(encode_control(COMPLETE, body))
         try:
             self._flush()
-        except ClientGone:
+        except ConnectionGone:
             pass
 
     def _send_line(self, body: dict[str, Any]) -> None:
@@ -499,7 +499,7 @@ class Daemon:
 
     def _session(self, conn: socket.socket) -> None:
         try:
-            Session(self, conn).handle()
+            Connection(self, conn).handle()
         finally:
             with self._lock:
                 self._active -= 1

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from testserver import __version__
 from testserver.backends.pool import ServerKey, StartFailed, WarmServer
 from testserver.clients.client import Client, ClientError
-from testserver.clients.runcommand import Session, StartError, run_main
+from testserver.clients.runcommand import StartError, TargetServer, run_main
 
 if TYPE_CHECKING:
     from testserver.backends.daemon import Daemon
@@ -82,7 +82,7 @@ def text_stream(channel: Channel, tag: bytes, tty: bool, encoding: str) -> io.Te
     )
 
 
-class WarmSession(Session):
+class WarmSession(TargetServer):
     """A pooled warm server; remembers its last listing to skip the next one for exact ids."""
 
     def __init__(self, server: WarmServer) -> None:
@@ -140,7 +140,7 @@ def serve(daemon: Daemon, conn: socket.socket, request: dict[str, Any]) -> None:
     stderr = text_stream(channel, b"e", False, encoding)
 
     @contextlib.contextmanager
-    def connect(server_args: list[str]) -> Iterator[Session]:
+    def connect(server_args: list[str]) -> Iterator[TargetServer]:
         key = ServerKey.from_request({**request, "server_args": server_args})
         try:
             server, _ = daemon.pool.acquire(key, request["env"])

@@ -22,8 +22,9 @@ from typing import Any
 
 from testserver.backends import testr
 from testserver.backends.daemon import CANCEL_TIMEOUT, Daemon
-from testserver.backends.pool import EXIT_USAGE, QUIT_TIMEOUT, log
+from testserver.backends.pool import QUIT_TIMEOUT, log
 from testserver.clients import project
+from testserver.wire.constants import EXIT_USAGE
 
 
 def _lock(directory: str) -> int | None:

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from testserver.clients.client import Client, ClientError
 from testserver.wire.commands import Quit
+from testserver.wire.constants import EXIT_USAGE
 
 MAX_SERVERS_PER_KEY = max(2, os.cpu_count() or 2)
 """Servers per key: testr's default concurrency is the CPU count; more would only queue."""
@@ -42,9 +43,6 @@ STDERR_TAIL = 4000
 
 KEY_ENV_PREFIX = "PYTHON"
 """Environment variables with this prefix (PYTHONPATH, ...) are part of a server's key."""
-
-EXIT_USAGE = 2
-"""``python -m testserver`` exit status for arguments or a start directory it cannot load."""
 
 _log_lock = threading.Lock()
 

@@ -75,6 +75,7 @@ import zlib
 from testserver import __version__
 from testserver.clients import project
 from testserver.clients.project import MAX_UNIX_PATH, unix_address  # noqa: F401  (re-exported)
+from testserver.wire.constants import EXIT_USAGE, READ_SIZE
 from testserver.wire.packetformat import (
     FLAG_FILE_CONTENT,
     FLAG_MIME_TYPE,
@@ -105,9 +106,6 @@ START_TIMEOUT = 15.0
 CONNECT_POLL = 0.01
 """Seconds between connection attempts while a daemon starts."""
 
-READ_SIZE = 1 << 16
-"""Bytes read from the daemon per call."""
-
 TRAILER_MAX = 1 << 16
 """Bytes held back from stdout until the end: the final packet is always shorter than this
 (its ``stderr`` text is cut to a few KiB by the daemon)."""
@@ -126,7 +124,6 @@ COMPLETE = b"testserver.complete"
 ERROR_TEST_ID = "testserver.daemon"
 """Id of the failing test that reports a warm server or the daemon dying mid-request."""
 
-EXIT_USAGE = 2
 EXIT_ERROR = 1
 
 _IGNORED_FLAGS = ("-v", "-q", "-b", "-c", "-f", "--locals")

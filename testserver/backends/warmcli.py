@@ -38,6 +38,7 @@ import sys
 
 from testserver import __version__
 from testserver.clients import project
+from testserver.wire.constants import READ_SIZE
 
 CONSOLE_OP = "console"
 """The daemon request that runs a client command for a remote terminal."""
@@ -91,8 +92,6 @@ def loading_dirs(argv: list[str]) -> tuple[str | None, str | None]:
 
 DAEMON_PROTOCOL = 1
 """As :data:`testserver.backends.testr.DAEMON_PROTOCOL` (a test checks that they agree)."""
-
-READ_SIZE = 1 << 16
 
 
 def encode(value: object) -> str:

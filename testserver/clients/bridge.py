@@ -59,6 +59,7 @@ from testserver.clients.jsonout import JsonRenderer, Locator
 from testserver.clients.runs import Assembler, Outcome, Started, Tally
 from testserver.wire.clientsession import Completed, ControlReceived, StreamPacket
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
+from testserver.wire.constants import READ_SIZE
 from testserver.wire.control import STDIN_WANTED
 from testserver.wire.events import Packet
 
@@ -67,9 +68,6 @@ IMMEDIATE = frozenset({"stdin", "cancel"})
 
 OUTPUT_NAMES = frozenset({"stdout", "stderr"})
 """Test attachments streamed as ``test-output`` events while the test runs."""
-
-READ_SIZE = 1 << 16
-"""Bytes read from stdin per call."""
 
 MAX_LINE_BYTES = 64 << 20
 """Longest command line: the server's default payload limit, which a run could not exceed."""

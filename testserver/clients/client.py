@@ -35,13 +35,11 @@ from testserver.wire.clientsession import (
     Received,
 )
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
+from testserver.wire.constants import READ_SIZE
 from testserver.wire.errors import PacketError, RemoteProtocolError
 from testserver.wire.events import Packet
 from testserver.wire.packets import PacketDecoder
 from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA
-
-READ_SIZE = 1 << 16
-"""Bytes read from the server's stdout per call."""
 
 STDERR_TAIL = 4000
 """How much of a dead server's stderr an error message quotes."""

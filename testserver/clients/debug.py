@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Session:
+class DebugRelay:
     """Relays one test's packets to a terminal and the terminal's lines to the test."""
 
     def __init__(self, client: Client, terminal_in: TextIO, out: BinaryIO, err: BinaryIO) -> None:
@@ -101,7 +101,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"testserver debug: cannot start the server: {error}", file=sys.stderr)
         return 2
     with client:
-        session = Session(client, sys.stdin, sys.stdout.buffer, sys.stderr.buffer)
+        session = DebugRelay(client, sys.stdin, sys.stdout.buffer, sys.stderr.buffer)
         try:
             complete = session.run(args.test_id)
         except ClientError as error:

@@ -49,7 +49,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from testserver.clients.runs import FAILED_TEST_PREFIX, Outcome, Output, Renderer, Started, Tally
+from testserver.clients.runs import Outcome, Output, Renderer, Started, Tally
+from testserver.wire.constants import FAILED_TEST_PREFIX
 
 FORMAT_VERSION = 1
 """The version of this JSON schema, in every ``start`` event; it grows when a key changes."""

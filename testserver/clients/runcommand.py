@@ -67,7 +67,7 @@ PASSED = frozenset({"success", "skip", "xfail"})
 """Final statuses that take a test out of the last-failed set."""
 
 
-class Session:
+class TargetServer:
     """A server to run on: its client, its hello, and how to list its tests."""
 
     def __init__(self, client: Client) -> None:
@@ -90,21 +90,21 @@ class StartError(ClientError):
     """No server could be started for the command; the message says why."""
 
 
-Connect = Callable[[list[str]], contextlib.AbstractContextManager[Session]]
-"""Given ``python -m testserver --serve`` arguments, a context giving a :class:`Session`."""
+Connect = Callable[[list[str]], contextlib.AbstractContextManager[TargetServer]]
+"""Given ``python -m testserver --serve`` arguments, a context giving a :class:`TargetServer`."""
 
 
 def cold_connect(cwd: str | None = None) -> Connect:
     """Start a server for this run only (no reloading) and stop it at the end."""
 
     @contextlib.contextmanager
-    def connect(server_args: list[str]) -> Iterator[Session]:
+    def connect(server_args: list[str]) -> Iterator[TargetServer]:
         try:
             client = Client.spawn(["--no-reload", *server_args], cwd=cwd, stderr=None)
         except (OSError, ClientError) as error:
             raise StartError(str(error)) from None
         with client:
-            yield Session(client)
+            yield TargetServer(client)
 
     return connect
 
@@ -243,7 +243,7 @@ def matches(test_id: str, patterns: Sequence[str]) -> bool:
 
 
 def choose(
-    args: Any, session: Session, top: str, cwd: str, memory: lastrun.LastRun, say
+    args: Any, session: TargetServer, top: str, cwd: str, memory: lastrun.LastRun, say
 ) -> tuple[list[str], list[str]]:
     """``(ids to run, selectors that matched nothing)``; ValueError for a bad path."""
     selectors = [path_pattern(s, top, cwd) if is_path(s, cwd) else s for s in args.selectors]
@@ -406,7 +406,7 @@ def run_main(
 
 def _run(
     args: Any,
-    session: Session,
+    session: TargetServer,
     renderer: Renderer,
     where: tuple[str, str, str],
     memory: lastrun.LastRun,
@@ -449,7 +449,7 @@ def _shard(shard: Any, selected: list[str], root: str) -> list[str]:
 
 
 def _report_selection(
-    session: Session, renderer: Renderer, ids: Sequence[str], unmatched: Sequence[str]
+    session: TargetServer, renderer: Renderer, ids: Sequence[str], unmatched: Sequence[str]
 ) -> None:
     for selector in unmatched:
         renderer.message(f"no test matches {selector!r}")

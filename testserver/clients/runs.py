@@ -25,6 +25,7 @@ from typing import Any
 
 from testserver.clients.client import Client, ClientError
 from testserver.wire.clientsession import ControlReceived, StreamPacket
+from testserver.wire.constants import FAILED_TEST_PREFIX
 from testserver.wire.control import STDIN_WANTED
 from testserver.wire.events import Packet
 
@@ -45,10 +46,6 @@ TEXT_FIRST = ("traceback", "reason")
 
 
 # -- selecting tests ---------------------------------------------------------------------
-
-
-FAILED_TEST_PREFIX = "unittest.loader._FailedTest."
-"""The id prefix of the stand-in test for a module that failed to import."""
 
 
 def select(ids: Sequence[str], selectors: Sequence[str]) -> tuple[list[str], list[str]]:

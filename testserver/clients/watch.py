@@ -60,11 +60,12 @@ from testserver.clients.console import (
     stdout_closed,
     use_colour,
 )
-from testserver.clients.jsonout import FAILED_TEST_PREFIX, FIXTURE_ID, Locator
+from testserver.clients.jsonout import FIXTURE_ID, Locator
 from testserver.clients.runs import Outcome, Renderer, Tally, drive, select
 from testserver.clients.tracebacks import import_failure, project_frame
 from testserver.clients.watchkeys import ENTER, Input, Keys
 from testserver.wire.commands import ListTests
+from testserver.wire.constants import FAILED_TEST_PREFIX
 from testserver.wire.control import decode_control
 
 DEBOUNCE_SECONDS = 0.2
@@ -329,7 +330,7 @@ def _describe(paths: Sequence[str]) -> str:
 # -- the loop ----------------------------------------------------------------------------
 
 
-class Session:
+class WatchedServer:
     """The warm server, restarted when it died or when it cannot reload by itself."""
 
     def __init__(self, server_args: Sequence[str], renderer: Renderer) -> None:
@@ -375,7 +376,7 @@ class Watch:
         self.args = args
         self.renderer = renderer
         server_args = server_arguments(args) + reload_arguments(args)
-        self.session = Session(server_args, renderer)
+        self.session = WatchedServer(server_args, renderer)
         self.modules = ProjectModules(roots)
         self.failing: set[str] = set()
         self.selectors: list[str] = list(args.selectors)

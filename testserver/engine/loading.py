@@ -20,10 +20,9 @@ import unittest
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["LoadError", "LoadSpec", "TestIndex", "load"]
+from testserver.wire.constants import FAILED_TEST_PREFIX
 
-FAILED_TEST_PREFIX = "unittest.loader._FailedTest."
-"""Id prefix unittest gives the synthetic test standing for a module that failed to load."""
+__all__ = ["LoadError", "LoadSpec", "TestIndex", "load"]
 
 FIXTURE_NAMES = frozenset({"setUpClass", "tearDownClass", "setUpModule", "tearDownModule"})
 """Fixtures whose errors unittest reports as ``"<fixture> (<class or module>)"``."""

@@ -31,6 +31,7 @@ from testserver.serve.driver import ClientGone, SessionDriver
 from testserver.serve.worker import write_all
 from testserver.wire import control
 from testserver.wire.commands import Command, ListTests, Reload, RunTests
+from testserver.wire.constants import READ_SIZE
 from testserver.wire.errors import FrameError, LocalProtocolError
 from testserver.wire.framing import DEFAULT_MAX_PAYLOAD, FrameDecoder, encode_command
 from testserver.wire.packets import encode_status
@@ -47,9 +48,6 @@ RESUME_ENV = "TESTSERVER_RESUME"
 
 GENERATION_ENV = "TESTSERVER_GENERATION"
 """The source generation a restarted server continues from."""
-
-READ_SIZE = 1 << 16
-"""Bytes read from the command channel per call."""
 
 LIST_CHUNK = 4096
 """``exists`` packets joined per write when listing (fewer syscalls, bounded memory)."""

@@ -49,15 +49,13 @@ from testserver.engine.stdin import install_stdin
 from testserver.engine.subtests import packet_result
 from testserver.serve import reaping
 from testserver.wire.commands import RunTests
+from testserver.wire.constants import READ_SIZE
 from testserver.wire.control import STDIN_WANTED, encode_control
 from testserver.wire.framing import FrameDecoder, encode_command
 from testserver.wire.sentinels import END_OF_INPUT, NEED_DATA
 
 WORKER_DONE = "testserver.worker-done"
 """Internal control event: the child finished its batch (never forwarded to clients)."""
-
-READ_SIZE = 1 << 16
-"""Bytes read from a worker's event pipe per call; a pipe holds 64 KiB on Linux."""
 
 
 def describe_exit(status: int) -> str:
