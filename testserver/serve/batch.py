@@ -16,13 +16,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from testserver.engine.capture import OutputCapture
 from testserver.engine.results import PacketResult, output_packets
 from testserver.engine.running import run_tests
 from testserver.engine.subtests import packet_result
 from testserver.serve import reaping
+from testserver.serve.poolworker import Feed, WorkerEnd
 from testserver.serve.worker import (
     READ_SIZE,
     WORKER_DONE,
@@ -38,23 +38,14 @@ from testserver.wire.splitting import CorruptStream, Kind, split_packets
 EXIT_CHECK_SECONDS = 0.1
 """Without a pidfd, how often a running worker is checked for an exit."""
 
-Feed = Callable[[bytes], Kind]
-"""Follows one packet of the batch (the session's tracker) and says what it is."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerEnd:
-    """The worker of a batch is gone: ``cause`` says how it died, ``None``: it finished."""
-
-    cause: str | None = None
-
 
 class WorkerBatch:
-    """One ``run-tests`` batch across as many forked workers as the session dispatches.
+    """Slot ``name`` of a batch's pool: each unit dispatched to it runs in a fresh fork.
 
-    The driver waits on :meth:`fds` (and :meth:`stdin_fd` for writing) and calls
-    :meth:`on_readable` / :meth:`on_stdin_writable`; without a pidfd it also calls
-    :meth:`check_exit` by :meth:`exit_check_deadline`.
+    A local :class:`~testserver.serve.poolworker.PoolWorker`. The driver waits on :meth:`fds`
+    (and :meth:`stdin_fd` for writing) and calls :meth:`on_readable` /
+    :meth:`on_stdin_writable`; without a pidfd it also calls :meth:`check_exit` by
+    :meth:`exit_check_deadline`.
     """
 
     def __init__(
@@ -66,7 +57,9 @@ class WorkerBatch:
         *,
         subunit_version: str = "2.1",
         clock: Callable[[], float] = time.monotonic,
+        name: str = "worker-0",
     ) -> None:
+        self.name = name
         self.command_id = command_id
         self.spawner = spawner
         self.write = write
@@ -124,6 +117,13 @@ class WorkerBatch:
         """A dead worker's output that no crash report took: global attachments."""
         (stdout, stderr), self._leftover = self._leftover, (b"", b"")
         self._report_outside_tests(stdout, stderr)
+
+    def close(self) -> None:
+        """Kill and release the slot's process, if it has one."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.kill_group()
+            self.spawner.release(worker)
 
     # -- waiting -------------------------------------------------------------------------
 

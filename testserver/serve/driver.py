@@ -20,8 +20,9 @@ from testserver.engine.fds import make_private
 from testserver.engine.loading import TestIndex
 from testserver.engine.results import PacketResult
 from testserver.serve import reaping
-from testserver.serve.batch import WorkerBatch, WorkerEnd, run_in_process
+from testserver.serve.batch import WorkerBatch, run_in_process
 from testserver.serve.channel import PrivateChannel
+from testserver.serve.poolworker import WorkerEnd
 from testserver.serve.worker import WorkerOptions, WorkerSpawner, write_all
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.serversession import ServerSession, State
