@@ -167,6 +167,7 @@ class SessionDriver:
             subunit_version=self.version,
             name=worker_name(number),
             tagged=self.session.jobs > 1,
+            keep_worker=self.session.jobs > 1,
         )
 
     def _poll_inputs(self) -> list[tuple[int, int]]:
