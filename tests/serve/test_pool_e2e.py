@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, ServerProcess, run_oneshot, subunit_events
+from serverproc import PROJECTS, ServerProcess, project_copy, run_oneshot, subunit_events
 from subunit_reader import read_with_subunit
 
 from testserver.wire.commands import Cancel, ListTests, RunTests, Stdin
@@ -193,3 +193,23 @@ def test_oneshot_jobs_2_gives_what_subunit_run_gives() -> None:
         i: final(e) for i, e in theirs_by_test.items()
     }
     assert {worker_of(e, 2) for e in ours_by_test.values()} == {"worker-0", "worker-1"}
+
+
+def test_testserver_run_jobs_2_spreads_the_run_and_records_the_times(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project_copy(PROJECTS / PROJECT, project)
+    command = [sys.executable, "-m", "testserver", "run", "-j", "2", "--no-daemon", *LOAD]
+    done = subprocess.run(
+        [*command, "--format", "subunit", "-k", "Many"],
+        cwd=project,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    events = by_test(done.stdout)
+    assert len(events) == 12
+    assert {worker_of(e, 2) for e in events.values()} == {"worker-0", "worker-1"}
+    assert (project / ".testserver" / "times.json").exists()
+    bad = subprocess.run([*command, "-j", "0"], cwd=project, capture_output=True)
+    assert bad.returncode == 2
+    assert b"--jobs: the number of workers must be 1 to 256, not 0" in bad.stderr

@@ -274,3 +274,66 @@ def test_units_spread_over_the_workers_and_the_batch_ends_with_the_last() -> Non
                 assert isinstance(action, Send) and not outstanding
                 assert action.body["status"] == "ok" and action.body["ran"] == len(KNOWN)
     assert session.state is State.IDLE
+
+
+def in_order(ids: list[str], workers: int) -> Scheduler:
+    """Units in the requested order: no durations known."""
+    return Scheduler(ids, workers=workers, group_of=GROUPS)
+
+
+def pool_running(ids: tuple[str, ...] = KNOWN, *, timeout: float | None = None):
+    """A session with a batch of ``ids`` dispatched to its workers; their Dispatches."""
+    session = ServerSession(jobs=JOBS, units=in_order, timeout=timeout)
+    session.receive_command(RunTests("r", ids), 0)
+    dispatches = {a.worker: a for a in session.batch_resolved(list(ids), [])}  # type: ignore[union-attr]
+    return session, dispatches
+
+
+def test_a_dead_workers_rest_goes_to_its_replacement() -> None:
+    session, dispatches = pool_running(("b", "c", "d", "a", "e", "f"))
+    worker = 0
+    assert dispatches[worker].test_ids == ("b", "c", "d")  # the fixture group, whole
+    session.worker_packet(encode_status("b", "inprogress"), 1, worker)
+    actions = session.worker_died("killed by signal 11 (SIGSEGV)", 2, worker)
+    crash, again = actions
+    assert isinstance(crash, ReportCrash) and (crash.worker, crash.crash.victim) == (worker, "b")
+    assert again == Dispatch(("c", "d"), worker=worker)
+
+
+def test_a_timeout_kills_only_the_worker_past_it() -> None:
+    session, _ = pool_running(timeout=5)
+    session.worker_packet(encode_status("a", "inprogress"), 1, 0)
+    session.worker_packet(encode_status("b", "inprogress"), 3, 1)
+    assert session.deadline() == 6
+    assert session.tick(6) == [Kill(0)]
+    assert session.deadline() == 8 and session.tick(7) == []
+    assert session.tick(8) == [Kill(1)]
+
+
+def test_stdin_goes_to_the_worker_whose_test_waits() -> None:
+    from testserver.wire.control import STDIN_WANTED, encode_control
+
+    session, _ = pool_running()
+    (forward, _) = session.receive_command(Stdin("s0", b"early"), 1)
+    assert forward == ForwardStdin(b"early", 0)
+    session.worker_packet(encode_control(STDIN_WANTED, {"id": "r", "test_id": "b"}), 1, 1)
+    (forward, _) = session.receive_command(Stdin("s1", b"y\n"), 1)
+    assert forward == ForwardStdin(b"y\n", 1)
+    (forward, _) = session.receive_command(Stdin("s2", b""), 1)
+    assert forward == ForwardStdin(b"", None)  # end of input: every worker
+
+
+def test_a_cancel_completes_once_every_worker_has_stopped() -> None:
+    from testserver.wire.sessionactions import Interrupt
+
+    session, dispatches = pool_running()
+    assert session.receive_command(Cancel("c"), 1) == [Interrupt()]
+    assert session.tick(3) == [Kill()]
+    workers = sorted(dispatches)
+    for worker in workers[:-1]:
+        assert session.worker_died("killed by signal 9 (SIGKILL)", 3, worker) == []
+        assert session.state is State.CANCELLING
+    last = session.unit_ended(workers[-1])
+    assert [a.body["id"] for a in last] == ["r", "c"]  # type: ignore[union-attr]
+    assert last[0].body["status"] == "cancelled"  # type: ignore[union-attr]
+    assert session.state is State.IDLE
