@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,8 @@ def test_a_hung_test_times_out_and_the_rest_of_its_unit_runs() -> None:
         server.kill()
 
 
-def test_a_cancel_stops_every_worker_of_the_batch() -> None:
+@pytest.mark.parametrize("how", ["cancel", "SIGINT"])
+def test_a_cancel_stops_every_worker_of_the_batch(how: str) -> None:
     server = serve("-j", "2", faults="block")
     try:
         blocked = (F + "Block.test_block_1", F + "Block.test_block_2")
@@ -149,14 +151,18 @@ def test_a_cancel_stops_every_worker_of_the_batch() -> None:
             return started == set(blocked)
 
         server.read_until(both_started)
-        server.send(Cancel("c"))
+        if how == "cancel":
+            server.send(Cancel("c"))
+        else:
+            server.proc.send_signal(signal.SIGINT)
         transcript = server.wait_complete("r")
         statuses = transcript.statuses()
         assert [statuses[i] for i in blocked] == ["fail", "fail"]
         body = transcript.complete
         assert body["status"] == "cancelled"
         assert set(body["not_run"]) == set(ids[2:])
-        assert server.wait_complete("c").complete["cancelled"] == "r"
+        if how == "cancel":
+            assert server.wait_complete("c").complete["cancelled"] == "r"
         assert server.request(ListTests("alive")).complete["status"] == "ok"
     finally:
         server.kill()
