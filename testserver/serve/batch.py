@@ -16,13 +16,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from testserver.engine.capture import OutputCapture
 from testserver.engine.results import PacketResult, output_packets
 from testserver.engine.running import run_tests
 from testserver.engine.subtests import packet_result
 from testserver.serve import reaping
+from testserver.serve.poolworker import Feed, WorkerEnd
 from testserver.serve.worker import (
     READ_SIZE,
     WORKER_DONE,
@@ -34,27 +34,19 @@ from testserver.wire.batchtracking import Crash
 from testserver.wire.control import decode_control
 from testserver.wire.packets import decode_packets
 from testserver.wire.splitting import CorruptStream, Kind, split_packets
+from testserver.wire.tagging import add_tag, tag_field
 
 EXIT_CHECK_SECONDS = 0.1
 """Without a pidfd, how often a running worker is checked for an exit."""
 
-Feed = Callable[[bytes], Kind]
-"""Follows one packet of the batch (the session's tracker) and says what it is."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerEnd:
-    """The worker of a batch is gone: ``cause`` says how it died, ``None``: it finished."""
-
-    cause: str | None = None
-
 
 class WorkerBatch:
-    """One ``run-tests`` batch across as many forked workers as the session dispatches.
+    """Slot ``name`` of a batch's pool: each unit dispatched to it runs in a fresh fork.
 
-    The driver waits on :meth:`fds` (and :meth:`stdin_fd` for writing) and calls
-    :meth:`on_readable` / :meth:`on_stdin_writable`; without a pidfd it also calls
-    :meth:`check_exit` by :meth:`exit_check_deadline`.
+    A local :class:`~testserver.serve.poolworker.PoolWorker`. The driver waits on :meth:`fds`
+    (and :meth:`stdin_fd` for writing) and calls :meth:`on_readable` /
+    :meth:`on_stdin_writable`; without a pidfd it also calls :meth:`check_exit` by
+    :meth:`exit_check_deadline`.
     """
 
     def __init__(
@@ -66,7 +58,16 @@ class WorkerBatch:
         *,
         subunit_version: str = "2.1",
         clock: Callable[[], float] = time.monotonic,
+        name: str = "worker-0",
+        tagged: bool = False,
+        keep_worker: bool = False,
     ) -> None:
+        self.name = name
+        self.keep_worker = keep_worker
+        """A pool's slot: its process runs unit after unit, until the batch ends."""
+        self._busy = False
+        self._tag = tag_field(name) if tagged else None
+        """With several workers, every test packet gets the tag ``name``."""
         self.command_id = command_id
         self.spawner = spawner
         self.write = write
@@ -84,15 +85,22 @@ class WorkerBatch:
     # -- carrying out the session's actions ----------------------------------------------
 
     def dispatch(self, test_ids: tuple[str, ...] | list[str]) -> None:
-        """Hand ``test_ids`` to a fresh worker (``Dispatch``)."""
-        worker = self.spawner.take()
-        os.set_blocking(worker.events_r, False)
-        if worker.stdin_w is not None:
-            os.set_blocking(worker.stdin_w, False)
+        """Hand ``test_ids`` to the slot's worker, a fresh one unless it keeps its worker
+        between units and it is still alive (``Dispatch``)."""
+        worker = self._worker
+        if worker is not None and worker.exited():  # it died between two units
+            self.spawner.release(worker)
+            worker = None
+        if worker is None:
+            worker = self.spawner.take()
+            os.set_blocking(worker.events_r, False)
+            if worker.stdin_w is not None:
+                os.set_blocking(worker.stdin_w, False)
         self._worker = worker
+        self._busy = True
         self._buffer.clear()
         self._child_done = False
-        worker.dispatch(self.command_id, test_ids)
+        worker.dispatch(self.command_id, test_ids, last=not self.keep_worker)
 
     def send_stdin(self, data: bytes) -> None:
         """Queue ``data`` for the running test's stdin; ``b""`` means end of input."""
@@ -103,19 +111,19 @@ class WorkerBatch:
 
     def interrupt(self) -> None:
         """Tell the worker the batch is cancelled and interrupt its test (``Interrupt``)."""
-        if self._worker is not None:
+        if self._worker is not None and self._busy:
             self._worker.cancel()
 
     def kill(self) -> None:
         """SIGKILL the worker's process group (``Kill``); its pipe then ends."""
-        if self._worker is not None:
+        if self._worker is not None and self._busy:
             self._worker.kill_group()
 
     def report_crash(self, crash: Crash) -> None:
         """Fail the crash's victim with the dead worker's leftover output (``ReportCrash``);
         its ``inprogress`` is out already unless the victim is the synthetic one."""
         (stdout, stderr), self._leftover = self._leftover, (b"", b"")
-        reporter = PacketResult(self.write, subunit_version=self.subunit_version)
+        reporter = PacketResult(self._write_tagged, subunit_version=self.subunit_version)
         reporter.report_failure(
             crash.victim, crash.message, stdout=stdout, stderr=stderr, inprogress=crash.synthetic
         )
@@ -125,13 +133,25 @@ class WorkerBatch:
         (stdout, stderr), self._leftover = self._leftover, (b"", b"")
         self._report_outside_tests(stdout, stderr)
 
+    def close(self) -> None:
+        """End the slot's process, if it has one: reaped in the background when idle."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        if self._busy:
+            worker.kill_group()
+            self.spawner.release(worker)
+        else:
+            self.spawner.retire(worker)
+        self._busy = False
+
     # -- waiting -------------------------------------------------------------------------
 
     def fds(self) -> list[int]:
         """Fds to wait on for reading: the worker's events, and its exit where Linux can
         say it (a pidfd: a child of a test may hold the events pipe open after a crash)."""
         worker = self._worker
-        if worker is None:
+        if worker is None or not self._busy:
             return []
         return [worker.events_r] if worker.pidfd < 0 else [worker.events_r, worker.pidfd]
 
@@ -145,7 +165,7 @@ class WorkerBatch:
     def exit_check_deadline(self) -> float | None:
         """Without a pidfd, when to look whether the worker exited."""
         worker = self._worker
-        if worker is None or worker.pidfd >= 0:
+        if worker is None or worker.pidfd >= 0 or not self._busy:
             return None
         return self.clock() + EXIT_CHECK_SECONDS
 
@@ -158,7 +178,7 @@ class WorkerBatch:
     def on_readable(self) -> WorkerEnd | None:
         """The worker's events pipe is readable, or it exited: forward its packets."""
         worker = self._worker
-        if worker is None:
+        if worker is None or not self._busy:
             return None
         try:
             data = os.read(worker.events_r, READ_SIZE)
@@ -175,7 +195,7 @@ class WorkerBatch:
     def check_exit(self) -> WorkerEnd | None:
         """Without a pidfd: if the worker has exited, deal with its end."""
         worker = self._worker
-        if worker is not None and worker.pidfd < 0 and worker.exited():
+        if worker is not None and self._busy and worker.pidfd < 0 and worker.exited():
             return self._drain_and_exit(worker)
         return None
 
@@ -224,6 +244,8 @@ class WorkerBatch:
     def _forward(self, worker: WorkerHandle, packets: list[bytes]) -> WorkerEnd | None:
         """Feed and forward good packets; end when the worker says it is done."""
         forward = [raw for raw in packets if self._track(raw, worker)]
+        if self._tag is not None:
+            forward = [add_tag(raw, self._tag) for raw in forward]
         if forward:
             self.write(b"".join(forward))
         return self._worker_done(worker) if self._child_done else None
@@ -238,9 +260,13 @@ class WorkerBatch:
         return True
 
     def _worker_done(self, worker: WorkerHandle) -> WorkerEnd:
-        """The worker finished its batch: end its process group (whatever its tests left
-        running) and report the output written after the last test; the worker is reaped
-        in the background."""
+        """The worker finished its unit: report the output written after its last test.
+        Unless it keeps its worker for the next unit, end its process group (whatever its
+        tests left running); the worker is reaped in the background."""
+        self._busy = False
+        if self.keep_worker:
+            self._report_outside_tests(*worker.leftover_output())
+            return WorkerEnd()
         worker.kill_group()
         self._report_outside_tests(*worker.leftover_output())
         self.spawner.retire(worker)
@@ -268,10 +294,17 @@ class WorkerBatch:
         return self._died(worker, cause)
 
     def _died(self, worker: WorkerHandle, cause: str) -> WorkerEnd:
+        self._busy = False
         self._leftover = worker.leftover_output()
         self.spawner.release(worker)
         self._worker = None
         return WorkerEnd(cause)
+
+    def _write_tagged(self, data: bytes) -> None:
+        """Write whole packets, tagged as this worker's when the pool tags."""
+        if self._tag is not None:
+            data = b"".join(add_tag(raw, self._tag) for raw in split_packets(bytearray(data)))
+        self.write(data)
 
     def _report_outside_tests(self, stdout: bytes, stderr: bytes) -> None:
         """Output written after the last test (e.g. in tearDownModule): global attachments."""

@@ -11,8 +11,9 @@ and warms up while it waits (:func:`_warm_up`), so that the batch does not pay f
 first pass through the result chain either. A standby that died while idle is replaced.
 
 Parent and child talk over four pipes: ``control`` (parent -> child: one ``run-tests``
-frame), ``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*``
-control events that are never forwarded), ``cancel`` (parent -> child: a byte that says the
+frame; for a ``--jobs`` pool's worker one per unit, until the parent closes it),
+``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*`` control
+events that are never forwarded), ``cancel`` (parent -> child: a byte that says the
 next SIGINT is a cancel, not the test's own) and ``stdin`` (parent -> child: bytes of
 ``stdin`` commands). Captured output goes to two temporary files that the parent can read
 after a crash. All of them are private descriptors (:mod:`testserver.engine.fds`); before it runs a
@@ -127,16 +128,20 @@ class WorkerHandle:
         """True when ``body`` (of a ``testserver.worker-done`` event) is this worker's."""
         return body.get("token") == self.token
 
-    def dispatch(self, command_id: str, test_ids: Iterable[str]) -> None:
-        """Send the child its batch; the child starts running at once."""
+    def dispatch(self, command_id: str, test_ids: Iterable[str], *, last: bool = True) -> None:
+        """Send the child its batch (or a unit of it); the child starts running at once.
+
+        ``last``: nothing more will be sent, the child exits after this batch. Otherwise
+        it waits for the next unit once it said it is done (a ``--jobs`` pool's worker)."""
         frame = encode_command(RunTests(command_id, tuple(test_ids)))
         try:
             write_all(self.control_w, frame)
         except BrokenPipeError:
-            pass  # it died just now: the caller sees its events pipe end, as for any crash
+            last = True  # it died just now: the caller sees its events pipe end, as for any crash
         finally:
-            os.close(self.control_w)
-            self.control_w = -1
+            if last:
+                os.close(self.control_w)
+                self.control_w = -1
 
     def signal(self, number: int) -> None:
         """Send ``number`` to the child, if it is still there."""
@@ -391,10 +396,12 @@ def _child_main(
         if options.interactive_stdin:
             install_stdin(0, announcer)
         _warm_up(index, options, capture)  # while idle: the batch need not pay for it
-        command = _read_batch(fds.control_r)
-        if command is not None:
-            cancel = CancelPipe(fds.cancel_r)
+        decoder = FrameDecoder()
+        command = _read_batch(fds.control_r, decoder)
+        cancel = CancelPipe(fds.cancel_r)
+        while command is not None:  # one batch, or the units a --jobs pool sends
             _run_batch(index, options, command, fds.events_w, capture, cancel, token, announcer)
+            command = _read_batch(fds.control_r, decoder)
     except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup
         code = 70
         try:
@@ -474,12 +481,11 @@ class CancelPipe:
         return self.cancelled
 
 
-def _read_batch(control_r: int) -> RunTests | None:
-    decoder = FrameDecoder()
+def _read_batch(control_r: int, decoder: FrameDecoder) -> RunTests | None:
+    """The next batch the parent sends, or ``None`` once it closed the control pipe."""
     while True:
         event = decoder.next_event()
         if isinstance(event, RunTests):
-            os.close(control_r)
             return event
         if event is END_OF_INPUT:
             return None
