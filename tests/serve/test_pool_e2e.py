@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, ServerProcess, project_copy, run_oneshot, subunit_events
+from serverproc import PROJECTS, ServerProcess, copy_project, run_oneshot, subunit_events
 from subunit_reader import read_with_subunit
 
 from testserver.wire.commands import Cancel, ListTests, RunTests, Stdin
@@ -34,7 +34,7 @@ F = "pooltests.test_faults."
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project, out of this repository: no timing history orders its units."""
-    return project_copy(PROJECTS / PROJECT, tmp_path / "project")
+    return copy_project(PROJECT, tmp_path, as_name="project")
 
 
 def serve(project: Path, *args: str, faults: str = "", env: dict | None = None) -> ServerProcess:

@@ -105,6 +105,7 @@ class Driver:
             elif isinstance(action, StartBatch):
                 self.starting = action.command
                 self.batch = self.batches[action.command.id] = Batch(action.command)
+                self.worker = self.current = None  # no worker until its Dispatch
             elif isinstance(action, Exit):
                 self.exited = True
             else:
