@@ -13,10 +13,12 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import serverproc
 from processes import session_processes
-from serverproc import PROJECTS
+from serverproc import copy_project
 from terminal import run_at_terminal
 
 from testserver.clients.runs import Assembler, Outcome, Output, Started, Tally, select
@@ -27,11 +29,28 @@ TIMEOUT = 60
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def command(*args: str, project: str = "cli_demo", env: dict | None = None):
-    """Run ``python -m testserver ARGS`` in ``project``; check it left no process behind."""
+@pytest.fixture(autouse=True)
+def projects(tmp_path: Path) -> Path:
+    """Fresh copies of the ``cli_*`` projects for each test: ``testserver run`` keeps its
+    memory (``--lf``, timings) in the project, which must not carry over between tests."""
+    for name in ("cli_broken", "cli_demo", "cli_pass", "cli_slow"):
+        copy_project(name, tmp_path / "projects")
+    global PROJECTS
+    PROJECTS = tmp_path / "projects"
+    return PROJECTS
+
+
+PROJECTS = serverproc.PROJECTS
+
+
+def command(
+    *args: str, project: str = "cli_demo", env: dict | None = None, root: Path | None = None
+):
+    """Run ``python -m testserver ARGS`` in ``project`` (under ``root``, default: this test's
+    copies); check it left no process behind."""
     process = subprocess.Popen(
         [sys.executable, "-m", "testserver", *args],
-        cwd=PROJECTS / project,
+        cwd=(root or PROJECTS) / project,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -49,8 +68,10 @@ def command(*args: str, project: str = "cli_demo", env: dict | None = None):
 
 
 @pytest.fixture(scope="module")
-def demo_run():
-    return command("run", *DEMO, "--no-color")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("demo_run")
+    copy_project("cli_demo", root)
+    return command("run", *DEMO, "--no-color", root=root)
 
 
 def test_run_exits_1_when_a_test_fails(demo_run):

@@ -12,11 +12,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS
+from serverproc import PROJECTS, copy_project
 
 from testserver.clients.jsonout import Locator
 
 DEMO = PROJECTS / "cli_demo"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def demo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``cli_demo`` for this module: ``testserver run`` keeps its memory of the
+    last run in the project, which must stay out of the source tree."""
+    global DEMO
+    DEMO = copy_project("cli_demo", tmp_path_factory.mktemp("jsonout"))
+    return DEMO
+
+
 TIMEOUT = 60
 
 
