@@ -41,17 +41,18 @@ class SSHServer:
             raise AssertionError(f"the SSH server did not start: {line!r} {self.errors()!r}")
         self.port = int(line)
 
-    def command(self, remote: str) -> str:
-        """The shell command that runs ``remote`` (a shell command) through ssh."""
-        ssh = [
+    def ssh(self) -> list[str]:
+        """The ``ssh`` client with the options that log in here (add a host and a command)."""
+        return [
             shutil.which("ssh") or "ssh",
             *("-i", str(self.directory / "client_key"), "-p", str(self.port)),
             *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
             *("-o", "BatchMode=yes", "-o", "LogLevel=ERROR"),
-            "localhost",
-            remote,
         ]
-        return shlex.join(ssh)
+
+    def command(self, remote: str) -> str:
+        """The shell command that runs ``remote`` (a shell command) through ssh."""
+        return shlex.join([*self.ssh(), "localhost", remote])
 
     def serve_command(self, project: Path, *args: str, env: dict[str, str] | None = None) -> str:
         """ssh into ``project`` and start ``python -m testserver --serve ARGS`` there,
