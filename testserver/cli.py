@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         "reported and the server survives (default); none: run in-process",
     )
     parser.add_argument(
+        "-j",
+        "--jobs",
+        default="1",
+        metavar="N",
+        help="spread each batch over N workers forked from the loaded suite (default 1; auto: "
+        "one per CPU); each test's packets then carry the tag worker-K",
+    )
+    parser.add_argument(
         "--subunit-version",
         choices=SUBUNIT_VERSIONS,
         default="2.1",
@@ -196,6 +204,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             parser.error(f"--shard: {error}")
     if args.max_payload < 0:
         parser.error("--max-payload must not be negative")
+    from testserver.scheduling.jobs import available_cpus, parse_jobs
+
+    try:
+        args.jobs = parse_jobs(args.jobs, available_cpus())
+    except ValueError as error:
+        parser.error(f"--jobs: {error}")
+    if args.jobs > 1 and args.isolation == "none":
+        parser.error("--jobs needs --isolation fork: workers are forked from the loaded suite")
     args.load = LoadSpec(
         start=args.start or ".",
         top=args.top,
@@ -224,12 +240,11 @@ def shard_ids(index, shard, requested: list[str] | None, load) -> list[str]:
     fixture group and timing history, then ``requested`` (``--load-list``) kept where it
     falls in share K, so that testr can list a shard and run parts of it. An id that names
     no loaded test is kept by shard 1 only (which reports it once)."""
-    from testserver.clients.project import find_root, loading_start
     from testserver.engine.fixturegroups import fixture_groups
     from testserver.scheduling.shards import select_shard
     from testserver.scheduling.timehistory import project_times
 
-    root = find_root(loading_start(load.top, load.start))[0]
+    root = history_root(load)
     groups = fixture_groups(index)
     mine = set(select_shard(index.ids, shard, group_of=groups, durations=project_times(root)))
     if requested is None:
@@ -240,6 +255,13 @@ def shard_ids(index, shard, requested: list[str] | None, load) -> list[str]:
         if (owners[0] in mine) if owners else shard.index == 1:
             kept.append(test_id)
     return kept
+
+
+def history_root(load) -> str:
+    """The project root whose timing history orders a ``--jobs`` batch."""
+    from testserver.clients.project import find_root, loading_start
+
+    return find_root(loading_start(load.top, load.start))[0]
 
 
 def _take_resume() -> tuple[int, bytes]:
@@ -276,6 +298,8 @@ def _serve(args: argparse.Namespace, index, channel, argv: list[str]) -> int:
         subunit_version=args.subunit_version,
         subtests=args.subtests,
         timeout=args.timeout,
+        jobs=args.jobs,
+        history_root=history_root(args.load),
         max_payload=args.max_payload,
         argv=argv,
         generation=generation,
@@ -365,5 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subunit_version=args.subunit_version,
             subtests=args.subtests,
             timeout=args.timeout,
+            jobs=args.jobs,
+            history_root=history_root(args.load) if args.jobs > 1 else None,
         ),
     )

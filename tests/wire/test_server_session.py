@@ -54,6 +54,7 @@ EVENTS: dict[Event, Callable[[ServerSession], object]] = {
     Event.BATCH_RESOLVED: lambda s: s.batch_resolved(["a"], []),
     Event.TEST_EVENT: lambda s: s.worker_packet(encode_status("a", "inprogress"), 1),
     Event.WORKER_DIED: lambda s: s.worker_died("killed by signal 9 (SIGKILL)", 2),
+    Event.UNIT_ENDED: lambda s: s.unit_ended(0),
     Event.BATCH_ENDED: lambda s: s.batch_ended(),
     Event.BATCH_FAILED: lambda s: s.batch_failed("fork failed"),
     Event.INTERRUPT: lambda s: s.interrupt(1),
@@ -204,7 +205,7 @@ def test_an_in_process_batch_is_interrupted() -> None:
 def test_a_test_timeout_kills_the_worker() -> None:
     session = session_in(State.RUNNING)  # timeout=10
     session.test_started("a", 5)
-    assert session.deadline() == 15 and session.tick(15) == [Kill()]
+    assert session.deadline() == 15 and session.tick(15) == [Kill(0)]
     (crash, dispatch) = session.worker_died("killed by signal 9 (SIGKILL)", 15)
     assert isinstance(crash, ReportCrash) and "timed out after 10 s" in crash.crash.cause
     assert dispatch == Dispatch(("b",))

@@ -34,6 +34,7 @@ from testserver.wire.batchtracking import Crash
 from testserver.wire.control import decode_control
 from testserver.wire.packets import decode_packets
 from testserver.wire.splitting import CorruptStream, Kind, split_packets
+from testserver.wire.tagging import add_tag, tag_field
 
 EXIT_CHECK_SECONDS = 0.1
 """Without a pidfd, how often a running worker is checked for an exit."""
@@ -58,8 +59,11 @@ class WorkerBatch:
         subunit_version: str = "2.1",
         clock: Callable[[], float] = time.monotonic,
         name: str = "worker-0",
+        tagged: bool = False,
     ) -> None:
         self.name = name
+        self._tag = tag_field(name) if tagged else None
+        """With several workers, every test packet gets the tag ``name``."""
         self.command_id = command_id
         self.spawner = spawner
         self.write = write
@@ -108,7 +112,7 @@ class WorkerBatch:
         """Fail the crash's victim with the dead worker's leftover output (``ReportCrash``);
         its ``inprogress`` is out already unless the victim is the synthetic one."""
         (stdout, stderr), self._leftover = self._leftover, (b"", b"")
-        reporter = PacketResult(self.write, subunit_version=self.subunit_version)
+        reporter = PacketResult(self._write_tagged, subunit_version=self.subunit_version)
         reporter.report_failure(
             crash.victim, crash.message, stdout=stdout, stderr=stderr, inprogress=crash.synthetic
         )
@@ -224,6 +228,8 @@ class WorkerBatch:
     def _forward(self, worker: WorkerHandle, packets: list[bytes]) -> WorkerEnd | None:
         """Feed and forward good packets; end when the worker says it is done."""
         forward = [raw for raw in packets if self._track(raw, worker)]
+        if self._tag is not None:
+            forward = [add_tag(raw, self._tag) for raw in forward]
         if forward:
             self.write(b"".join(forward))
         return self._worker_done(worker) if self._child_done else None
@@ -272,6 +278,12 @@ class WorkerBatch:
         self.spawner.release(worker)
         self._worker = None
         return WorkerEnd(cause)
+
+    def _write_tagged(self, data: bytes) -> None:
+        """Write whole packets, tagged as this worker's when the pool tags."""
+        if self._tag is not None:
+            data = b"".join(add_tag(raw, self._tag) for raw in split_packets(bytearray(data)))
+        self.write(data)
 
     def _report_outside_tests(self, stdout: bytes, stderr: bytes) -> None:
         """Output written after the last test (e.g. in tearDownModule): global attachments."""

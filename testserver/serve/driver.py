@@ -1,9 +1,12 @@
 """The driver of a :class:`~testserver.wire.serversession.ServerSession`: the I/O around it.
 
-The session decides (queue, completions, cancel, deadlines, accounting); :class:`SessionDriver`
-does: it polls the batch's worker, the signal wakeup pipe and whatever a subclass adds (the
-command channel), tells the session what happened, and carries out the actions it returns,
-in order, in :meth:`SessionDriver._act`. The warm server (:mod:`~testserver.serve.server`)
+The session decides (queue, completions, cancel, deadlines, accounting, which worker runs
+which unit); :class:`SessionDriver` does: it polls the batch's workers (the slots of its
+pool, :class:`~testserver.serve.poolworker.PoolWorker`), the signal wakeup pipe and whatever
+a subclass adds (the command channel), tells the session what happened, and carries out the
+actions it returns, in order, in :meth:`SessionDriver._act`. With ``--jobs N`` the units
+come from :class:`~testserver.scheduling.scheduler.Scheduler`, with the fixture groups of
+the loaded suite and the project's timing history. The warm server (:mod:`~testserver.serve.server`)
 and one-shot mode (:mod:`~testserver.serve.oneshot`) are its two subclasses.
 """
 
@@ -17,12 +20,13 @@ import time
 from typing import Protocol
 
 from testserver.engine.fds import make_private
+from testserver.engine.fixturegroups import fixture_groups
 from testserver.engine.loading import TestIndex
 from testserver.engine.results import PacketResult
 from testserver.serve import reaping
 from testserver.serve.batch import WorkerBatch, run_in_process
 from testserver.serve.channel import PrivateChannel
-from testserver.serve.poolworker import WorkerEnd
+from testserver.serve.poolworker import Feed, PoolWorker, WorkerEnd, Write, worker_name
 from testserver.serve.worker import WorkerOptions, WorkerSpawner, write_all
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.serversession import ServerSession, State
@@ -39,6 +43,7 @@ from testserver.wire.sessionactions import (
     StartBatch,
 )
 from testserver.wire.splitting import Kind
+from testserver.wire.units import UnitSource
 
 TIDY_INTERVAL_MS = 20
 """While a finished worker or what its tests started may still be alive, look this often."""
@@ -68,6 +73,10 @@ class RunOptions(Protocol):
     subunit_version: str
     subtests: str
     timeout: float | None
+    jobs: int
+    """Workers per batch (``--jobs``)."""
+    history_root: str | None
+    """The project root whose timing history orders a ``--jobs`` batch, if known."""
 
 
 class SessionDriver:
@@ -98,7 +107,10 @@ class SessionDriver:
             in_process=in_process,
             timeout=None if in_process else options.timeout,  # nothing to kill in process
             generation=generation,
+            jobs=1 if in_process else options.jobs,
+            units=self._units,
         )
+        self.history_root = options.history_root
         self.index = index
         self.channel = channel
         self.isolation = options.isolation
@@ -116,7 +128,10 @@ class SessionDriver:
             ),
             suite_fds=channel.suite_fds.still_open,
         )
-        self.batch: WorkerBatch | None = None
+        self.slots: dict[int, PoolWorker] = {}
+        """The pool of the running batch: worker number -> its slot."""
+        self._command_id = ""
+        self._groups: tuple[TestIndex, dict[str, str]] | None = None
         self.exited = False
         self.signals: list[int] = []
         self._found: list = []
@@ -142,6 +157,18 @@ class SessionDriver:
         """The ids ``command`` asks for; none means every loaded test."""
         return list(command.test_ids) if command.test_ids else list(self.index.ids)
 
+    def make_worker(self, number: int, write: Write, feed: Feed) -> PoolWorker:
+        """Slot ``number`` of the running batch's pool: a forked local worker."""
+        return WorkerBatch(
+            self._command_id,
+            self.spawner,
+            write,
+            feed,
+            subunit_version=self.version,
+            name=worker_name(number),
+            tagged=self.session.jobs > 1,
+        )
+
     def _poll_inputs(self) -> list[tuple[int, int]]:
         """Further ``(fd, events)`` to poll."""
         return []
@@ -161,11 +188,10 @@ class SessionDriver:
         for fd, events in self._poll_inputs():
             poller.register(fd, events)
         poller.register(self._wakeup_r, select.POLLIN)
-        batch = self.batch
-        if batch is not None:
-            for fd in batch.fds():
+        for slot in self.slots.values():
+            for fd in slot.fds():
                 poller.register(fd, select.POLLIN)
-            stdin_fd = batch.stdin_fd()
+            stdin_fd = slot.stdin_fd()
             if stdin_fd is not None:
                 poller.register(stdin_fd, select.POLLOUT)
         ready = dict(poller.poll(self._timeout_ms()))
@@ -176,8 +202,8 @@ class SessionDriver:
             self._serve_batch(ready)
         if not self.exited:
             self._act(self.session.tick(time.monotonic()))
-        if self.batch is not None and not self.session.batch_running:
-            self.batch = None
+        if self.slots and not self.session.batch_running:
+            self._close_slots()
         if self.standby and self.session.state is State.IDLE and not self.session.stopping:
             self.spawner.prepare_standby()
 
@@ -185,8 +211,7 @@ class SessionDriver:
         """Until the next deadline (session or exit check); short while workers linger."""
         timeout_ms = TIDY_INTERVAL_MS if self.spawner.untidy else None
         deadlines = [self.session.deadline()]
-        if self.batch is not None:
-            deadlines.append(self.batch.exit_check_deadline())
+        deadlines += [slot.exit_check_deadline() for slot in self.slots.values()]
         times = [d for d in deadlines if d is not None]
         if times:
             wait_ms = max(0, int((min(times) - time.monotonic()) * 1000) + 1)
@@ -194,27 +219,32 @@ class SessionDriver:
         return timeout_ms
 
     def _serve_batch(self, ready: dict[int, int]) -> None:
-        batch = self.batch
-        if batch is None:
-            return
-        if any(fd in ready for fd in batch.fds()):
-            self._worker_ended(batch.on_readable())
-        stdin_fd = batch.stdin_fd()
-        if stdin_fd is not None and stdin_fd in ready:
-            batch.on_stdin_writable()
-        if self.batch is batch and batch.exit_check_deadline() is not None:
-            self._worker_ended(batch.check_exit())
+        for number, slot in list(self.slots.items()):
+            if self.slots.get(number) is not slot:
+                continue  # the batch ended meanwhile
+            if any(fd in ready for fd in slot.fds()):
+                self._worker_ended(number, slot.on_readable())
+            stdin_fd = slot.stdin_fd()
+            if stdin_fd is not None and stdin_fd in ready:
+                slot.on_stdin_writable()
+            if self.slots.get(number) is slot and slot.exit_check_deadline() is not None:
+                self._worker_ended(number, slot.check_exit())
 
-    def _worker_ended(self, end: WorkerEnd | None) -> None:
+    def _worker_ended(self, number: int, end: WorkerEnd | None) -> None:
         if end is None:
             return
         if end.cause is None:
-            self._act(self.session.batch_ended())
+            self._act(self.session.unit_ended(number))
             return
-        actions = self.session.worker_died(end.cause, time.monotonic())
-        if self.batch is not None and not any(isinstance(a, ReportCrash) for a in actions):
-            self.batch.report_leftover()  # cancelled between tests: its output is global
+        actions = self.session.worker_died(end.cause, time.monotonic(), number)
+        if not any(isinstance(a, ReportCrash) for a in actions):
+            self.slots[number].report_leftover()  # cancelled between tests: output is global
         self._act(actions)
+
+    def _close_slots(self) -> None:
+        slots, self.slots = self.slots, {}
+        for slot in slots.values():
+            slot.close()
 
     # -- actions -------------------------------------------------------------------------
 
@@ -225,7 +255,6 @@ class SessionDriver:
             pending.extendleft(reversed(self._do(pending.popleft())))
 
     def _do(self, action: Action) -> list[Action]:
-        batch = self.batch
         if isinstance(action, Send):
             self.send(action.body)
         elif isinstance(action, Execute):
@@ -235,14 +264,17 @@ class SessionDriver:
             return self._start_batch(action.command)
         elif isinstance(action, Dispatch):
             return self._dispatch(action)
-        elif batch is not None and isinstance(action, ForwardStdin):
-            batch.send_stdin(action.data)
-        elif batch is not None and isinstance(action, Interrupt):
-            batch.interrupt()  # in process the test was interrupted already
-        elif batch is not None and isinstance(action, Kill):
-            batch.kill()
-        elif batch is not None and isinstance(action, ReportCrash):
-            batch.report_crash(action.crash)
+        elif isinstance(action, ForwardStdin):
+            for slot in self._slots_of(action.worker):
+                slot.send_stdin(action.data)
+        elif isinstance(action, Interrupt):
+            for slot in self.slots.values():  # in process the test was interrupted already
+                slot.interrupt()
+        elif isinstance(action, Kill):
+            for slot in self._slots_of(action.worker):
+                slot.kill()
+        elif isinstance(action, ReportCrash):
+            self.slots[action.worker].report_crash(action.crash)
         elif isinstance(action, Exit):
             self.exited = True
         return []
@@ -255,22 +287,45 @@ class SessionDriver:
             for test_id in unknown:
                 reporter.report_missing(test_id)
         self._found = found if self.isolation == "none" else []  # no test objects kept
-        self.batch = None
-        if self.isolation == "fork":
-            self.batch = WorkerBatch(
-                command.id, self.spawner, self.write, self._feed, subunit_version=self.version
-            )
+        self._close_slots()
+        self._command_id = command.id
         return self.session.batch_resolved([test_id for test_id, _ in found], unknown)
 
-    def _feed(self, raw: bytes) -> Kind:
-        return self.session.worker_packet(raw, time.monotonic())
+    def _units(self, ids: list[str], workers: int) -> UnitSource:
+        """The scheduler of a ``--jobs`` batch: fixture groups whole, longest first."""
+        from testserver.scheduling.scheduler import Scheduler
+        from testserver.scheduling.timehistory import project_times
+
+        if self._groups is None or self._groups[0] is not self.index:
+            self._groups = (self.index, fixture_groups(self.index))
+        root = self.history_root
+        durations = project_times(root) if root else {}
+        return Scheduler(ids, workers=workers, group_of=self._groups[1], durations=durations)
+
+    def _slot(self, number: int) -> PoolWorker:
+        slot = self.slots.get(number)
+        if slot is None:
+            session = self.session
+
+            def feed(raw: bytes) -> Kind:
+                return session.worker_packet(raw, time.monotonic(), number)
+
+            slot = self.slots[number] = self.make_worker(number, self.write, feed)
+        return slot
+
+    def _slots_of(self, worker: int | None) -> list[PoolWorker]:
+        """The slot ``worker`` (``None``: every slot of the batch)."""
+        if worker is None:
+            return list(self.slots.values())
+        return [self.slots[worker]] if worker in self.slots else []
 
     def _dispatch(self, action: Dispatch) -> list[Action]:
-        if self.batch is None:
+        if self.isolation == "none":
             return self._run_in_process()
-        self.batch.dispatch(action.test_ids)
+        slot = self._slot(action.worker)
+        slot.dispatch(action.test_ids)
         if action.close_stdin:
-            self.batch.send_stdin(b"")
+            slot.send_stdin(b"")
         return []
 
     def _run_in_process(self) -> list[Action]:
@@ -302,9 +357,11 @@ class SessionDriver:
         self._old_handlers.update(reaping.forward_signals(self._signal_target))
 
     def _signal_target(self) -> int | None:
-        """Where a test's signal to the server goes: the running worker, else nowhere (with
-        ``--isolation none`` the defaults are back while tests run, see run_in_process)."""
-        return None if self.batch is None else self.batch.worker_pid()
+        """Where a test's signal to the server goes: the first running worker, else nowhere
+        (with ``--isolation none`` the defaults are back while tests run, see
+        run_in_process)."""
+        pids = [slot.worker_pid() for slot in self.slots.values()]
+        return next((pid for pid in pids if pid is not None), None)
 
     def _restore_signals(self) -> None:
         if self._wakeup_r < 0:

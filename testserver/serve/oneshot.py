@@ -41,6 +41,8 @@ class OneShotOptions:
     subunit_version: str = "2.1"
     subtests: str = "report"
     timeout: float | None = None
+    jobs: int = 1
+    history_root: str | None = None
 
 
 def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptions) -> int:

@@ -67,6 +67,9 @@ class ServerOptions:
     subunit_version: str = "2.1"
     subtests: str = "report"
     timeout: float | None = None
+    jobs: int = 1
+    history_root: str | None = None
+    """The project root whose timing history orders a ``--jobs`` batch."""
     max_payload: int = DEFAULT_MAX_PAYLOAD
     argv: list[str] = field(default_factory=list)
     """The command line arguments, to re-execute the server for a clean restart."""
@@ -172,6 +175,7 @@ class Server(SessionDriver):
             "pid": os.getpid(),
             "cwd": os.getcwd(),
             "isolation": self.options.isolation,
+            "jobs": self.session.jobs,
             "capabilities": capabilities,
             "tests": len(self.index),
             "generation": self.generation,

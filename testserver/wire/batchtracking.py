@@ -99,8 +99,25 @@ def incomplete_message(not_run: int, unknown: int) -> str:
     return "; ".join(parts)
 
 
+@dataclass
+class Lane:
+    """One worker's share of the batch: the unit it runs and where it is in it."""
+
+    tests: list[str]
+    """The ids handed to the worker (after a crash: the rest of its unit)."""
+    position: int = 0
+    """Index in :attr:`tests` of the first test not started yet."""
+    current: str | None = None
+    started_at: float = 0.0
+
+
 class BatchTracker:
-    """Follows one batch from its packets; see the module docstring for the rules."""
+    """Follows one batch from its packets; see the module docstring for the rules.
+
+    Each worker of the batch (``worker``: its number, ``0`` with one worker) has a
+    :class:`Lane`: the unit it was given (:meth:`assign`) and the one test it runs. Before
+    any :meth:`assign` worker 0 holds the whole batch, as a batch with one worker does.
+    """
 
     def __init__(
         self,
@@ -112,72 +129,92 @@ class BatchTracker:
         self.requested = list(test_ids)
         self.unknown = tuple(unknown)
         self.timeout = timeout
-        self.tests = list(test_ids)
-        """The ids handed to the current worker (after a crash: the rest of the batch)."""
-        self.position = 0
-        """Index in :attr:`tests` of the first test not started yet."""
-        self.current: str | None = None
-        self.current_started = 0.0
+        self.lanes: dict[int, Lane] = {0: Lane(list(test_ids))}
         self.ran = 0
         self.outcomes = dict.fromkeys(sorted(FINAL_STATUSES), 0)
         self.crashes: list[str] = []
         self.finished: collections.Counter[str] = collections.Counter()
 
+    # -- worker 0's lane, the whole batch with one worker --------------------------------
+
+    @property
+    def tests(self) -> list[str]:
+        """The ids handed to worker 0."""
+        return self.lanes[0].tests
+
+    @property
+    def position(self) -> int:
+        """Worker 0's position in :attr:`tests`."""
+        return self.lanes[0].position
+
+    @property
+    def current(self) -> str | None:
+        """The test worker 0 runs now."""
+        return self.lanes[0].current
+
     # -- events --------------------------------------------------------------------------
 
-    def feed(self, raw: bytes, now: float) -> Kind:
-        """Follow one packet the batch wrote; return its :class:`Kind`."""
+    def assign(self, worker: int, test_ids: tuple[str, ...] | list[str]) -> None:
+        """``worker`` (a fresh process) was handed ``test_ids``, in this order."""
+        self.lanes[worker] = Lane(list(test_ids))
+
+    def feed(self, raw: bytes, now: float, worker: int = 0) -> Kind:
+        """Follow one packet ``worker`` wrote; return its :class:`Kind`."""
         kind = classify(raw)
         if kind is Kind.TEST_STARTED:
-            self.started(packet_test_id(raw) or "", now)
+            self.started(packet_test_id(raw) or "", now, worker)
         elif kind is Kind.TEST_FINISHED:
             # Credited to the running test, as its final status always follows its start;
             # read from the packet only when none runs (cheaper on this hot path).
-            test_id = self.current
+            test_id = self.lanes[worker].current
             if test_id is None:
                 test_id = packet_test_id(raw) or ""
-            self.ended(test_id, packet_status(raw) or "fail")
+            self.ended(test_id, packet_status(raw) or "fail", worker)
         return kind
 
-    def started(self, test_id: str, now: float) -> None:
-        """Runnable test ``test_id`` started at ``now``."""
-        self.current, self.current_started = test_id, now
-        tests = self.tests
-        if self.position < len(tests) and tests[self.position] == test_id:
-            self.position += 1
+    def started(self, test_id: str, now: float, worker: int = 0) -> None:
+        """Runnable test ``test_id`` started at ``now`` in ``worker``."""
+        lane = self.lanes[worker]
+        lane.current, lane.started_at = test_id, now
+        tests = lane.tests
+        if lane.position < len(tests) and tests[lane.position] == test_id:
+            lane.position += 1
             return
         try:  # a test out of order: skip to it, as unittest would have
-            self.position = tests.index(test_id, self.position) + 1
+            lane.position = tests.index(test_id, lane.position) + 1
         except ValueError:
             pass
 
-    def ended(self, test_id: str, status: str) -> None:
-        """Runnable test ``test_id`` got final status ``status``."""
+    def ended(self, test_id: str, status: str, worker: int = 0) -> None:
+        """Runnable test ``test_id`` got final status ``status`` in ``worker``."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"{status!r} is not a final status; expected one of FINAL_STATUSES")
         self.ran += 1
         self.outcomes[status] += 1
         self.finished[test_id] += 1
-        self.current = None
+        self.lanes[worker].current = None
 
-    def worker_died(self, exit_description: str, now: float, *, cancelled: bool) -> Crash | None:
-        """The worker ended before its batch did: fail the test it was running.
+    def worker_died(
+        self, exit_description: str, now: float, *, cancelled: bool, worker: int = 0
+    ) -> Crash | None:
+        """``worker`` ended before its unit did: fail the test it was running.
 
         The victim is the running test, else the next one (it died in a fixture or at
         import), else :data:`WORKER_TEST_ID`. The victim counts as one ``fail``. A cancelled
         worker that dies while no test runs fails no test (spec 4.5): ``None``, no crash.
         """
-        if cancelled and self.current is None:
+        lane = self.lanes[worker]
+        if cancelled and lane.current is None:
             return None
         cause = exit_description
         if cancelled:
             cause = f"cancelled ({cause} after the cancel request)"
-        elif self.timed_out(now):
+        elif self.timed_out(now, worker):
             cause = f"timed out after {self.timeout:g} s ({cause})"
-        victim = self.current
-        if victim is None and self.position < len(self.tests):
-            victim = self.tests[self.position]
-            self.position += 1
+        victim = lane.current
+        if victim is None and lane.position < len(lane.tests):
+            victim = lane.tests[lane.position]
+            lane.position += 1
             cause += " before this test started (in a fixture or at import?)"
         message = f"testserver: the worker process running this test {cause}.\n"
         if victim is None:
@@ -185,27 +222,40 @@ class BatchTracker:
             message = f"testserver: the worker process {cause} after its last test.\n"
         crash = Crash(victim, cause, message)
         self.crashes.append(crash.entry)
-        self.ended(victim, "fail")
+        self.ended(victim, "fail", worker)
         return crash
 
-    def redispatch(self) -> list[str]:
-        """The tests a fresh worker must run after a crash (empty: none left)."""
-        self.tests = self.tests[self.position :]
-        self.position = 0
-        return list(self.tests)
+    def passed(self, worker: int) -> list[str]:
+        """The ids of ``worker``'s unit it started or skipped past: never run again."""
+        lane = self.lanes[worker]
+        return lane.tests[: lane.position]
+
+    def redispatch(self, worker: int = 0) -> list[str]:
+        """The tests a fresh worker must run after ``worker`` crashed (empty: none left)."""
+        lane = self.lanes[worker]
+        lane.tests = lane.tests[lane.position :]
+        lane.position = 0
+        return list(lane.tests)
 
     # -- questions -----------------------------------------------------------------------
 
-    def deadline(self) -> float | None:
-        """When the running test times out, if a timeout is set and a test is running."""
-        if self.timeout is None or self.current is None:
+    def deadline(self, worker: int | None = None) -> float | None:
+        """When ``worker``'s running test times out (``None``: the first of any worker's),
+        if a timeout is set and a test is running."""
+        if self.timeout is None:
             return None
-        return self.current_started + self.timeout
+        lanes = self.lanes.values() if worker is None else [self.lanes[worker]]
+        starts = [lane.started_at for lane in lanes if lane.current is not None]
+        return min(starts) + self.timeout if starts else None
 
-    def timed_out(self, now: float) -> bool:
-        """Whether the running test has run past the timeout at ``now``."""
-        deadline = self.deadline()
+    def timed_out(self, now: float, worker: int = 0) -> bool:
+        """Whether ``worker``'s running test has run past the timeout at ``now``."""
+        deadline = self.deadline(worker)
         return deadline is not None and now >= deadline
+
+    def expired(self, now: float) -> list[int]:
+        """The workers whose running test has run past the timeout at ``now``."""
+        return [worker for worker in self.lanes if self.timed_out(now, worker)]
 
     def not_run(self) -> list[str]:
         """Requested ids without a final status so far (one entry per missing request)."""

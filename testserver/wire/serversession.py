@@ -12,7 +12,7 @@ States (``State``):
 - ``IDLE``: nothing executes; the next queued command starts as soon as there is one.
 - ``EXECUTING``: a ``list-tests`` or ``reload`` is being carried out (``Execute``).
 - ``STARTING``: a ``run-tests`` left the queue (``StartBatch``); its ids are being resolved.
-- ``RUNNING``: the batch runs in a worker (``Dispatch``).
+- ``RUNNING``: the batch runs in its workers (``Dispatch``).
 - ``CANCELLING``: the batch was told to stop (``Interrupt``); ``Kill`` after the grace period.
 - ``CLOSED``: the session is over (``Exit`` was returned). Only late input is legal: frames
   the driver had read before it saw ``Exit`` (in the same read as the ``quit``, or as the
@@ -23,6 +23,17 @@ listed the event's arguments decide (e.g. a worker death leads back to ``RUNNING
 remain for a fresh worker). After every event the session *settles* (h11's state-triggered
 transitions): in ``IDLE`` it starts the next queued command, or, when stopping, refuses the
 queue with ``quitting`` and exits.
+
+Workers. A batch runs in ``jobs`` workers, numbered from 0. Their units come from a
+:class:`~testserver.wire.units.UnitSource` (with one worker, :class:`~.units.WholeBatch`: the
+whole batch is one unit). Every worker event names its worker: ``worker_packet``,
+``unit_ended`` (it finished its unit: it gets the next one, or idles), ``worker_died`` (the
+test it ran fails, the rest of its unit goes back to the source and the replacement gets
+work at once). Each worker runs one test at a time (its :class:`~.batchtracking.Lane`).
+The batch completes when no worker holds a unit. ``Interrupt`` reaches every worker;
+``Kill`` names the worker whose test timed out (``None``: all, after a cancel's grace);
+``stdin`` bytes go to the worker whose test last announced it waits for input
+(``testserver.stdin-wanted``), or worker 0 before any did.
 """
 
 from __future__ import annotations
@@ -33,7 +44,8 @@ from typing import Any
 
 from testserver.wire.batchtracking import BatchTracker
 from testserver.wire.commands import Cancel, Command, ListTests, Quit, Reload, RunTests, Stdin
-from testserver.wire.control import completion_body, frame_error_body
+from testserver.wire.control import STDIN_WANTED, completion_body, decode_control, frame_error_body
+from testserver.wire.packets import decode_packets
 from testserver.wire.sessionactions import (
     CANCEL_GRACE_SECONDS,
     Action,
@@ -49,6 +61,7 @@ from testserver.wire.sessionactions import (
 )
 from testserver.wire.sessionerror import SessionError
 from testserver.wire.splitting import Kind
+from testserver.wire.units import UnitSource, UnitSourceFactory, WholeBatch
 
 QUITTING_MESSAGE = "the server is exiting (quit or SIGTERM came first); command not run"
 NOT_RUNNING_MESSAGE = "no run-tests batch is running, so no test is reading stdin"
@@ -77,6 +90,7 @@ class Event(Enum):
     BATCH_RESOLVED = "batch resolved"
     TEST_EVENT = "test event"
     WORKER_DIED = "worker died"
+    UNIT_ENDED = "unit ended"
     BATCH_ENDED = "batch ended"
     BATCH_FAILED = "batch failed"
     INTERRUPT = "interrupt (SIGINT)"
@@ -109,6 +123,7 @@ TRANSITIONS: dict[State, dict[Event, tuple[State, ...]]] = {
         E.INTERRUPT: (S.CANCELLING,),
         E.TEST_EVENT: (),
         E.WORKER_DIED: (S.RUNNING, S.IDLE),
+        E.UNIT_ENDED: (S.RUNNING, S.IDLE),
         E.BATCH_ENDED: (S.IDLE,),
         E.BATCH_FAILED: (S.IDLE,),
     },
@@ -116,7 +131,8 @@ TRANSITIONS: dict[State, dict[Event, tuple[State, ...]]] = {
         **_ALWAYS,
         E.INTERRUPT: (),
         E.TEST_EVENT: (),
-        E.WORKER_DIED: (S.IDLE,),
+        E.WORKER_DIED: (S.CANCELLING, S.IDLE),
+        E.UNIT_ENDED: (S.CANCELLING, S.IDLE),
         E.BATCH_ENDED: (S.IDLE,),
         E.BATCH_FAILED: (S.IDLE,),
     },
@@ -132,6 +148,8 @@ class ServerSession:
     server (``--isolation none``), so a signal *interrupts* rather than cancels them.
     ``timeout``: the per-test timeout in seconds (``None`` in process: nothing to kill).
     ``generation``: the first stamp. ``grace``: seconds between ``Interrupt`` and ``Kill``.
+    ``jobs``: workers per batch; ``units`` builds a batch's :class:`~.units.UnitSource`
+    (default :class:`~.units.WholeBatch`, for one worker).
     """
 
     role = "server"
@@ -144,7 +162,15 @@ class ServerSession:
         timeout: float | None = None,
         generation: int = 0,
         grace: float = CANCEL_GRACE_SECONDS,
+        jobs: int = 1,
+        units: UnitSourceFactory = WholeBatch,
     ) -> None:
+        if not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be a positive integer, not {jobs!r}")
+        if in_process and jobs != 1:
+            raise ValueError("a batch run in the server process (isolation none) has one worker")
+        self.jobs = jobs
+        self.units = units
         self.can_reload = can_reload
         self.in_process = in_process
         self.timeout = timeout
@@ -155,10 +181,18 @@ class ServerSession:
         self.current: Command | None = None
         """The queued command that left the queue and has not completed."""
         self.tracker: BatchTracker | None = None
+        self.source: UnitSource | None = None
+        self.busy: set[int] = set()
+        """The workers holding a unit of the batch."""
+        self.stdin_worker = 0
+        """Where ``stdin`` bytes go: the worker whose test last said it waits for input."""
         self.cancelled = False
         self.pending_cancels: list[Cancel] = []
         self.cancel_deadline: float | None = None
         self.killed = False
+        """The cancel's grace period passed: every worker was killed."""
+        self.timed_out: set[int] = set()
+        """Workers killed because their test ran past the timeout."""
         self.stopping = False
         self.input_closed = False
 
@@ -215,43 +249,64 @@ class ServerSession:
         self.tracker = BatchTracker(test_ids, unknown=unknown, timeout=self.timeout)
         if self.cancelled or not test_ids:
             return self._settle(self._end_batch(), Event.BATCH_RESOLVED, S.IDLE)
-        dispatch = Dispatch(tuple(test_ids), close_stdin=self.input_closed)
-        return self._settle([dispatch], Event.BATCH_RESOLVED, S.RUNNING)
+        jobs = 1 if self.in_process else self.jobs
+        self.source = WholeBatch(test_ids) if jobs == 1 else self.units(list(test_ids), jobs)
+        self.busy.clear()
+        self.stdin_worker = 0
+        actions: list[Action] = []
+        for worker in range(jobs):
+            actions += self._next_unit(worker)
+        return self._settle(actions, Event.BATCH_RESOLVED, S.RUNNING)
 
-    def worker_packet(self, raw: bytes, now: float) -> Kind:
-        """The batch wrote packet ``raw``; return its :class:`~.splitting.Kind`."""
+    def worker_packet(self, raw: bytes, now: float, worker: int = 0) -> Kind:
+        """``worker`` wrote packet ``raw``; return its :class:`~.splitting.Kind`."""
         self._check(Event.TEST_EVENT)
         assert self.tracker is not None
-        return self.tracker.feed(raw, now)
+        kind = self.tracker.feed(raw, now, worker)
+        if kind is Kind.GLOBAL_FILE and self.jobs > 1 and _wants_stdin(raw):
+            self.stdin_worker = worker
+        return kind
 
-    def test_started(self, test_id: str, now: float) -> None:
+    def test_started(self, test_id: str, now: float, worker: int = 0) -> None:
         """A runnable test started (for drivers that do not pass packets)."""
         self._check(Event.TEST_EVENT)
         assert self.tracker is not None
-        self.tracker.started(test_id, now)
+        self.tracker.started(test_id, now, worker)
 
-    def test_finished(self, test_id: str, status: str) -> None:
+    def test_finished(self, test_id: str, status: str, worker: int = 0) -> None:
         """A runnable test got its final status (for drivers that do not pass packets)."""
         self._check(Event.TEST_EVENT)
         assert self.tracker is not None
-        self.tracker.ended(test_id, status)
+        self.tracker.ended(test_id, status, worker)
 
-    def worker_died(self, exit_description: str, now: float) -> list[Action]:
-        """The worker ended before the batch did (``exit_description``: how, in words)."""
+    def worker_died(self, exit_description: str, now: float, worker: int = 0) -> list[Action]:
+        """``worker`` ended before its unit did (``exit_description``: how, in words): its
+        test fails, the rest of its unit goes to the other workers or its replacement."""
         self._check(Event.WORKER_DIED)
-        tracker = self.tracker
-        assert tracker is not None
-        crash = tracker.worker_died(exit_description, now, cancelled=self.cancelled)
-        self.killed = False
-        actions: list[Action] = [] if crash is None else [ReportCrash(crash)]
-        rest = [] if self.cancelled else tracker.redispatch()
-        if rest:
-            actions.append(Dispatch(tuple(rest), close_stdin=self.input_closed))
-            return self._settle(actions, Event.WORKER_DIED, S.RUNNING)
-        return self._settle(actions + self._end_batch(), Event.WORKER_DIED, S.IDLE)
+        tracker, source = self.tracker, self.source
+        assert tracker is not None and source is not None
+        self._release(worker, Event.WORKER_DIED)
+        crash = tracker.worker_died(exit_description, now, cancelled=self.cancelled, worker=worker)
+        actions: list[Action] = [] if crash is None else [ReportCrash(crash, worker)]
+        if not self.cancelled:
+            reason = f"{_name(worker)} {exit_description}"
+            lost = source.worker_lost(worker, tracker.passed(worker), reason=reason, replacing=True)
+            for unit in lost:
+                actions.append(self._dispatch(_worker_of(unit), unit.ids))
+            actions += self._next_unit(worker)
+        return self._settle(actions + self._maybe_end(), Event.WORKER_DIED, self._target())
+
+    def unit_ended(self, worker: int = 0) -> list[Action]:
+        """``worker`` ran its unit to its end: it gets the next unit, or the batch ends."""
+        self._check(Event.UNIT_ENDED)
+        assert self.source is not None
+        self._release(worker, Event.UNIT_ENDED)
+        self.source.unit_finished(worker)
+        actions = [] if self.cancelled else self._next_unit(worker)
+        return self._settle(actions + self._maybe_end(), Event.UNIT_ENDED, self._target())
 
     def batch_ended(self) -> list[Action]:
-        """The batch ran to its end (the worker said so, or the in-process run returned)."""
+        """The batch ran to its end (the in-process run returned), whatever workers hold."""
         self._check(Event.BATCH_ENDED)
         return self._settle(self._end_batch(), Event.BATCH_ENDED, S.IDLE)
 
@@ -274,22 +329,27 @@ class ServerSession:
         return self._settle(self._cancel(None, now), Event.TERMINATE)
 
     def tick(self, now: float) -> list[Action]:
-        """Time passed: kill a worker past its cancel grace period or its test timeout."""
+        """Time passed: kill the workers past the cancel grace period or their test timeout."""
         self._check(Event.TICK)
-        deadline = self.deadline()
-        if deadline is None or now < deadline:
+        if self.killed or self.state not in (State.RUNNING, State.CANCELLING):
             return []
-        self.killed = True
-        self.cancel_deadline = None
-        return [Kill()]
+        if self.cancel_deadline is not None and now >= self.cancel_deadline:
+            self.killed, self.cancel_deadline = True, None
+            return [Kill()]
+        assert self.tracker is not None
+        late = [w for w in self.tracker.expired(now) if w in self.busy and w not in self.timed_out]
+        self.timed_out.update(late)
+        return [Kill(worker) for worker in late]
 
     def deadline(self) -> float | None:
         """When :meth:`tick` must be called next, if anything waits on time."""
         if self.killed or self.state not in (State.RUNNING, State.CANCELLING):
             return None
         assert self.tracker is not None
-        times = [t for t in (self.cancel_deadline, self.tracker.deadline()) if t is not None]
-        return min(times) if times else None
+        times = [self.cancel_deadline]
+        times += [self.tracker.deadline(w) for w in self.busy if w not in self.timed_out]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     @property
     def batch_running(self) -> bool:
@@ -364,7 +424,42 @@ class ServerSession:
                     command, status="error", code="not-running", message=NOT_RUNNING_MESSAGE
                 )
             ]
-        return [ForwardStdin(command.data), self._complete(command, bytes=len(command.data))]
+        worker = self.stdin_worker if command.data and self.jobs > 1 else None
+        forward = ForwardStdin(command.data, worker)
+        return [forward, self._complete(command, bytes=len(command.data))]
+
+    def _dispatch(self, worker: int, test_ids: tuple[str, ...]) -> Dispatch:
+        """Hand ``test_ids`` to ``worker``: its lane follows them."""
+        assert self.tracker is not None
+        self.tracker.assign(worker, test_ids)
+        self.busy.add(worker)
+        return Dispatch(tuple(test_ids), close_stdin=self.input_closed, worker=worker)
+
+    def _next_unit(self, worker: int) -> list[Action]:
+        """``worker`` is free: its next unit, if the source has one."""
+        assert self.source is not None
+        unit = self.source.worker_ready(worker)
+        return [] if unit is None else [self._dispatch(worker, unit.ids)]
+
+    def _release(self, worker: int, event: Event) -> None:
+        """``worker`` no longer holds a unit (an event from a worker without one is a bug)."""
+        if worker not in self.busy:
+            raise SessionError(event, self.state, self.role, f"worker-{worker} holds no unit")
+        self.busy.discard(worker)
+        self.timed_out.discard(worker)
+
+    def _maybe_end(self) -> list[Action]:
+        """The batch's completion once no worker holds a unit."""
+        if self.busy:
+            return []
+        assert self.source is not None
+        self.source.abandon("the batch ended")  # nothing is left unless it was cancelled
+        return self._end_batch()
+
+    def _target(self) -> State:
+        if self.current is None or not isinstance(self.current, RunTests):
+            return State.IDLE
+        return State.CANCELLING if self.cancelled else State.RUNNING
 
     def _cancel(self, command: Cancel | None, now: float) -> list[Action]:
         """Cancel the running batch; ``command``'s completion waits for the batch's."""
@@ -387,7 +482,9 @@ class ServerSession:
         """The batch's completion, then the completions of the cancels that waited for it."""
         command, tracker = self.current, self.tracker
         assert isinstance(command, RunTests) and tracker is not None
-        self.current = self.tracker = None
+        self.current = self.tracker = self.source = None
+        self.busy.clear()
+        self.timed_out.clear()
         interrupted = self.cancelled and self.in_process
         result = tracker.result(
             cancelled=self.cancelled and not interrupted, interrupted=interrupted, error=error
@@ -419,3 +516,21 @@ class ServerSession:
                 command.id, command.name, self.generation, status=status, message=message, **fields
             )
         )
+
+
+def _wants_stdin(raw: bytes) -> bool:
+    """Whether ``raw`` is a ``testserver.stdin-wanted`` event (a test waits for input)."""
+    control = decode_control(decode_packets(raw)[0])
+    return control is not None and control[0] == STDIN_WANTED
+
+
+def _name(worker: int) -> str:
+    return f"worker-{worker}"
+
+
+def _worker_of(unit: object) -> int:
+    """The worker a unit handed out by ``worker_lost`` is for."""
+    worker = getattr(unit, "worker", None)
+    if not isinstance(worker, int):
+        raise TypeError(f"a unit handed to an idle worker must name it, not {worker!r}")
+    return worker

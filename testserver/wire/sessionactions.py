@@ -40,35 +40,42 @@ class StartBatch:
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
-    """Hand ``test_ids`` to a fresh worker (or run them in process); close its stdin first
-    when ``close_stdin`` (the command channel has ended)."""
+    """Hand ``test_ids`` (a unit) to a fresh process in slot ``worker`` (or run them in
+    process); close its stdin first when ``close_stdin`` (the command channel has ended)."""
 
     test_ids: tuple[str, ...]
     close_stdin: bool = False
+    worker: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardStdin:
-    """Queue ``data`` for the running test's stdin; ``b""`` closes it."""
+    """Queue ``data`` for the stdin of ``worker``'s running test (``None``: every worker of
+    the batch); ``b""`` closes it."""
 
     data: bytes
+    worker: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Interrupt:
-    """Send SIGINT to the worker (in process: the driver raises ``KeyboardInterrupt``)."""
+    """Cancel every worker of the batch: SIGINT (in process: ``KeyboardInterrupt``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Kill:
-    """Send SIGKILL to the worker: its cancel grace period or its test's timeout passed."""
+    """SIGKILL ``worker``, whose test ran past the timeout (``None``: every worker of the
+    batch, the cancel's grace period passed)."""
+
+    worker: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ReportCrash:
-    """Write the synthetic failure of ``crash.victim`` (with the worker's leftover output)."""
+    """Write the synthetic failure of ``crash.victim`` (with ``worker``'s leftover output)."""
 
     crash: Crash
+    worker: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ class SessionError(LocalProtocolError):
 
     code = "illegal-step"
 
-    def __init__(self, event: Enum, state: Enum, role: str) -> None:
-        super().__init__(
-            f"can't handle event {event.value!r} when role={role} and state={state.name}"
-        )
+    def __init__(self, event: Enum, state: Enum, role: str, detail: str = "") -> None:
+        message = f"can't handle event {event.value!r} when role={role} and state={state.name}"
+        super().__init__(f"{message}: {detail}" if detail else message)
         self.event, self.state, self.role = event, state, role
