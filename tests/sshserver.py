@@ -31,6 +31,10 @@ def make_keys(directory: Path) -> None:
     os.chmod(directory / "client_key", 0o600)
 
 
+RUNNING: set[int] = set()
+"""Process groups of the commands running now: ended when the server stops."""
+
+
 async def run_command(process: asyncssh.SSHServerProcess) -> None:
     """Run the session's command in a local shell, wired to the session's streams."""
     local = await asyncio.create_subprocess_shell(
@@ -40,18 +44,24 @@ async def run_command(process: asyncssh.SSHServerProcess) -> None:
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    RUNNING.add(local.pid)
     feeding = asyncio.ensure_future(_copy_in(process.stdin, local.stdin))
     await asyncio.gather(
         _copy_out(local.stdout, process.stdout), _copy_out(local.stderr, process.stderr)
     )
     code = await local.wait()
+    RUNNING.discard(local.pid)
     feeding.cancel()
     if code < 0:  # killed: what it started goes with it, as sshd's hangup does
-        try:
-            os.killpg(local.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _kill_group(local.pid)
     process.exit(code if code >= 0 else 128 - code)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 async def _copy_in(source: asyncssh.SSHReader, target: asyncio.StreamWriter) -> None:
@@ -90,7 +100,8 @@ async def serve(directory: Path) -> None:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
     server.close()
-    await server.wait_closed()
+    for pgid in RUNNING:  # what a session still runs goes, as with sshd stopping
+        _kill_group(pgid)
 
 
 def main() -> None:

@@ -101,6 +101,7 @@ class RemoteWorker:
         self._stdin_eof = False
         self._killed = False
         self._stderr_tail = b""
+        self._stderr_open = False
         self._noise = b""
 
     # -- the connection ------------------------------------------------------------------
@@ -129,6 +130,7 @@ class RemoteWorker:
         self._out.clear()
         self._killed = False
         self._stderr_tail = self._noise = b""
+        self._stderr_open = True
         self.hello = None
 
     def pid(self) -> int | None:
@@ -216,11 +218,13 @@ class RemoteWorker:
     # -- waiting -------------------------------------------------------------------------
 
     def fds(self) -> list[int]:
-        """COMMAND's stdout and stderr while a unit runs."""
+        """COMMAND's stdout (and stderr, until it ends) while a unit runs."""
         proc = self._proc
-        if proc is None or self._unit is None:
+        if proc is None or self._unit is None or proc.stdout is None:
             return []
-        return [stream.fileno() for stream in (proc.stdout, proc.stderr) if stream is not None]
+        if proc.stderr is None or not self._stderr_open:
+            return [proc.stdout.fileno()]
+        return [proc.stdout.fileno(), proc.stderr.fileno()]
 
     def stdin_fd(self) -> int | None:
         """COMMAND's stdin while frames wait to be written."""
@@ -315,7 +319,7 @@ class RemoteWorker:
             return WorkerEnd()
         reason = f"refused the unit ({body.get('code')}: {body.get('message')})"
         self._disconnect(wait=0)
-        return WorkerEnd(self._describe(reason))
+        return WorkerEnd(self._describe(reason), lost=True)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -335,11 +339,13 @@ class RemoteWorker:
         del self._out[:written]
 
     def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.stderr is None:
+        """Keep the tail of what COMMAND wrote on stderr (an ssh error, a traceback)."""
+        if proc.stderr is None or not self._stderr_open:
             return
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while data := os.read(proc.stderr.fileno(), READ_SIZE):
                 self._stderr_tail = (self._stderr_tail + data)[-STDERR_TAIL_BYTES:]
+            self._stderr_open = False  # its end: no more polling it
 
     def _lost(self, why: str | None = None) -> WorkerEnd:
         """The remote's output ended (or made no sense) before the unit completed."""
@@ -356,11 +362,11 @@ class RemoteWorker:
         if status is not None and proc is not None:
             why += f"; COMMAND {_describe_status(status)}"
         self._unit = None
-        return WorkerEnd(self._describe(why))
+        return WorkerEnd(self._describe(why), lost=not self._killed)
 
     def _describe(self, reason: str) -> str:
         """``reason`` with the command, the noise on its stdout and its stderr's tail."""
-        text = f"remote {self.name} ({shlex.quote(self.command)}) {reason}"
+        text = f"remote {shlex.quote(self.command)} {reason}"
         if self._noise:
             text += f"; it wrote bytes that are not subunit: {self._noise[:80]!r}"
         tail = self._stderr_tail.decode("utf-8", "replace").strip()
