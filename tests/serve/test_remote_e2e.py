@@ -228,3 +228,17 @@ def _control(packet: Packet, name: str) -> dict | None:
 
 def _attachment(packets: list[Packet], test_id: str, name: str) -> bytes:
     return b"".join(p.file_bytes for p in packets if p.test_id == test_id and p.file_name == name)
+
+
+def test_testserver_run_passes_worker_commands_on(ssh_server, project):  # noqa: F811
+    command = remote(ssh_server, project, gate=False)
+    argv = [sys.executable, "-m", "testserver", "run", "--no-daemon", *LOAD]
+    argv += ["--format", "subunit", "--worker-command", command]
+    ids = sorted(ALL - {ASKS})
+    result = subprocess.run(
+        [*argv, *ids], cwd=project, capture_output=True, timeout=DEFAULT_TIMEOUT
+    )
+    assert result.returncode == 0, result.stderr
+    results = finals(result.stdout)
+    assert set(results) == set(ids) and {s for s, _ in results.values()} == {"success"}
+    assert frozenset({"worker-1"}) in {tags for _, tags in results.values()}  # the remote ran
