@@ -429,6 +429,15 @@ def warm_up(plan: Plan) -> None:
         del measure.samples[before:]
 
 
+def run_rounds(plan: Plan, rounds: int, progress: Callable[[str], None]) -> None:
+    """Sample everything in ``plan`` round by round, so drift hits every measure alike."""
+    for index in range(1, rounds + 1):
+        progress(f"round {index}/{rounds}")
+        for measure, func, count in plan:
+            for _ in range(count):
+                measure.sample(func)
+
+
 def bench_suite(name: str, args: argparse.Namespace) -> SuiteRun:
     """All measures of one suite; cold and warm samples interleaved round by round.
 
@@ -452,11 +461,7 @@ def bench_suite(name: str, args: argparse.Namespace) -> SuiteRun:
         per_round = math.ceil(args.warm_repeats / args.cold_runs)
         warm = warm_plan(run, suite, servers, per_round, args.gap)
         warm_up(warm)
-        for index in range(1, args.cold_runs + 1):
-            progress(f"round {index}/{args.cold_runs}")
-            for measure, func, count in cold + warm:
-                for _ in range(count):
-                    measure.sample(func)
+        run_rounds(cold + warm, args.cold_runs, progress)
         for isolation, server in servers.items():
             if server is not None:
                 run.server[isolation]["rss_kib_at_end"] = server.rss_kib()

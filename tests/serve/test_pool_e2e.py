@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, ServerProcess, run_oneshot, subunit_events
+from serverproc import PROJECTS, ServerProcess, project_copy, run_oneshot, subunit_events
 from subunit_reader import read_with_subunit
 
 from testserver.wire.commands import Cancel, ListTests, RunTests, Stdin
@@ -135,7 +136,8 @@ def test_a_hung_test_times_out_and_the_rest_of_its_unit_runs() -> None:
         server.kill()
 
 
-def test_a_cancel_stops_every_worker_of_the_batch() -> None:
+@pytest.mark.parametrize("how", ["cancel", "SIGINT"])
+def test_a_cancel_stops_every_worker_of_the_batch(how: str) -> None:
     server = serve("-j", "2", faults="block")
     try:
         blocked = (F + "Block.test_block_1", F + "Block.test_block_2")
@@ -149,14 +151,18 @@ def test_a_cancel_stops_every_worker_of_the_batch() -> None:
             return started == set(blocked)
 
         server.read_until(both_started)
-        server.send(Cancel("c"))
+        if how == "cancel":
+            server.send(Cancel("c"))
+        else:
+            server.proc.send_signal(signal.SIGINT)
         transcript = server.wait_complete("r")
         statuses = transcript.statuses()
         assert [statuses[i] for i in blocked] == ["fail", "fail"]
         body = transcript.complete
         assert body["status"] == "cancelled"
         assert set(body["not_run"]) == set(ids[2:])
-        assert server.wait_complete("c").complete["cancelled"] == "r"
+        if how == "cancel":
+            assert server.wait_complete("c").complete["cancelled"] == "r"
         assert server.request(ListTests("alive")).complete["status"] == "ok"
     finally:
         server.kill()
@@ -193,3 +199,23 @@ def test_oneshot_jobs_2_gives_what_subunit_run_gives() -> None:
         i: final(e) for i, e in theirs_by_test.items()
     }
     assert {worker_of(e, 2) for e in ours_by_test.values()} == {"worker-0", "worker-1"}
+
+
+def test_testserver_run_jobs_2_spreads_the_run_and_records_the_times(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project_copy(PROJECTS / PROJECT, project)
+    command = [sys.executable, "-m", "testserver", "run", "-j", "2", "--no-daemon", *LOAD]
+    done = subprocess.run(
+        [*command, "--format", "subunit", "-k", "Many"],
+        cwd=project,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    events = by_test(done.stdout)
+    assert len(events) == 12
+    assert {worker_of(e, 2) for e in events.values()} == {"worker-0", "worker-1"}
+    assert (project / ".testserver" / "times.json").exists()
+    bad = subprocess.run([*command, "-j", "0"], cwd=project, capture_output=True)
+    assert bad.returncode == 2
+    assert b"--jobs: the number of workers must be 1 to 256, not 0" in bad.stderr

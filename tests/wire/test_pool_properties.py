@@ -19,29 +19,23 @@ interleaving:
 
 from __future__ import annotations
 
-import collections
-import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_session_properties import QUEUED, Batch, check_accounting, read_id
+from test_session_properties import Driver, check_session
 
 from testserver.scheduling.scheduler import Scheduler
-from testserver.wire.commands import Cancel, ListTests, Quit, Reload, RunTests, Stdin
+from testserver.wire.commands import Cancel, RunTests, Stdin
 from testserver.wire.packets import encode_status
 from testserver.wire.serversession import ServerSession, State
 from testserver.wire.sessionactions import (
     Action,
     Dispatch,
-    Execute,
-    Exit,
     ForwardStdin,
     Kill,
     ReportCrash,
     Send,
-    StartBatch,
 )
 
 JOBS = 3
@@ -74,57 +68,36 @@ operations = st.lists(st.one_of(commands, worker_ops, other_ops, time_ops), max_
 
 
 @dataclass
-class PoolDriver:
-    """A serve loop without I/O, with a pool of simulated workers."""
+class PoolDriver(Driver):
+    """The serve loop of test_session_properties with a pool of simulated workers."""
 
     session: ServerSession = field(
         default_factory=lambda: ServerSession(timeout=5, jobs=JOBS, units=scheduler)
     )
-    now: float = 0.0
-    ids: Any = field(default_factory=lambda: itertools.count())
-    read: list[Any] = field(default_factory=list)
-    completions: list[dict[str, Any]] = field(default_factory=list)
-    batches: dict[str, Batch] = field(default_factory=dict)
-    batch: Batch | None = None
-    starting: RunTests | None = None
-    executing: bool = False
+    known: tuple[str, ...] = KNOWN
     units: dict[int, list[str]] = field(default_factory=dict)
     """Worker -> the tests of its unit not started yet."""
-    current: dict[int, str] = field(default_factory=dict)
+    running: dict[int, str] = field(default_factory=dict)
     held: dict[int, set[str]] = field(default_factory=dict)
     """Worker -> the fixture groups its unit holds."""
     seen_groups: set[str] = field(default_factory=set)
-    exited: bool = False
 
-    def reading(self) -> bool:
-        return not self.session.input_closed
+    def worker_action(self, action: Action) -> None:
+        if isinstance(action, Dispatch):
+            self.dispatch(action)
+        elif isinstance(action, ReportCrash):
+            assert self.batch is not None and action.worker not in self.units
+            self.batch.finals[action.crash.victim] += 1
+        elif isinstance(action, Kill):
+            assert action.worker is None or action.worker in self.units
+        elif isinstance(action, ForwardStdin):
+            assert action.worker is None or 0 <= action.worker < JOBS
 
-    def act(self, actions: list[Action]) -> None:
-        for action in actions:
-            assert not self.exited or isinstance(action, Send), f"{action} after Exit"
-            if isinstance(action, Send):
-                self.completions.append(action.body)
-            elif isinstance(action, Execute):
-                self.executing = True
-            elif isinstance(action, StartBatch):
-                self.starting = action.command
-                self.batch = self.batches[action.command.id] = Batch(action.command)
-            elif isinstance(action, Dispatch):
-                self.dispatch(action)
-            elif isinstance(action, ReportCrash):
-                assert self.batch is not None and action.worker not in self.units
-                self.batch.finals[action.crash.victim] += 1
-            elif isinstance(action, Kill):
-                assert action.worker is None or action.worker in self.units
-            elif isinstance(action, ForwardStdin):
-                assert action.worker is None or 0 <= action.worker < JOBS
-            elif isinstance(action, Exit):
-                self.exited = True
-        if self.batch is not None and not self.session.batch_running:
-            self.batch = None
-            assert not self.units, "the batch completed while a worker held a unit"
-            self.current.clear()
-            self.seen_groups.clear()
+    def batch_over(self) -> None:
+        assert not self.units, "the batch completed while a worker held a unit"
+        self.batch = None
+        self.running.clear()
+        self.seen_groups.clear()
 
     def dispatch(self, action: Dispatch) -> None:
         worker = action.worker
@@ -141,117 +114,45 @@ class PoolDriver:
         self.seen_groups |= groups
         self.units[worker] = list(action.test_ids)
         self.held[worker] = groups
-        self.current.pop(worker, None)
+        self.running.pop(worker, None)
 
     def release(self, worker: int) -> None:
         self.units.pop(worker, None)
         self.held.pop(worker, None)
-        self.current.pop(worker, None)
+        self.running.pop(worker, None)
 
-    def command(self, name: str, test_ids: list[str]) -> None:
-        command_id = f"k{next(self.ids)}"
-        types = {"list-tests": ListTests, "reload": Reload, "quit": Quit, "cancel": Cancel}
-        if name == "run-tests":
-            command = RunTests(command_id, tuple(test_ids))
-        elif name == "stdin":
-            command = Stdin(command_id, b"x")
-        else:
-            command = types[name](command_id)
-        if name == "cancel" and self.batch is not None:
-            self.batch.stopped = True
-        self.read.append(command)
-        self.act(self.session.receive_command(command, self.now))
+    def worker_op(self, op: tuple) -> None:
+        self.pool_step(op[1], op[2], op[3])
 
-    def signal(self, terminate: bool) -> None:
-        if self.batch is not None:
-            self.batch.stopped = True
-        method = self.session.terminate if terminate else self.session.interrupt
-        self.act(method(self.now))
+    def idle_step(self, step: int) -> None:
+        busy = sorted(self.units)
+        assert busy, f"the session waits ({self.session.state}) but no worker works"
+        self.pool_step(busy[step % len(busy)], "step", "success")
 
-    def resolve(self) -> None:
-        command, self.starting = self.starting, None
-        assert command is not None
-        requested = list(command.test_ids) or list(KNOWN)
-        found = [i for i in requested if i in KNOWN]
-        self.act(self.session.batch_resolved(found, [i for i in requested if i not in KNOWN]))
-
-    def worker_step(self, worker: int, op: str, status: str) -> None:
+    def pool_step(self, worker: int, op: str, status: str) -> None:
         if worker not in self.units:
             return
         if op == "die":
             self.release(worker)
             self.act(self.session.worker_died("killed by signal 9 (SIGKILL)", self.now, worker))
-        elif op == "end" or (worker not in self.current and not self.units[worker]):
+        elif op == "end" or (worker not in self.running and not self.units[worker]):
             self.release(worker)
             self.act(self.session.unit_ended(worker))
-        elif worker not in self.current:
-            self.current[worker] = self.units[worker].pop(0)
-            packet = encode_status(self.current[worker], "inprogress")
+        elif worker not in self.running:
+            self.running[worker] = self.units[worker].pop(0)
+            packet = encode_status(self.running[worker], "inprogress")
             self.session.worker_packet(packet, self.now, worker)
         else:
             assert self.batch is not None
-            test_id = self.current.pop(worker)
+            test_id = self.running.pop(worker)
             self.session.worker_packet(encode_status(test_id, status), self.now, worker)
             self.batch.finals[test_id] += 1
-
-    def apply(self, op: tuple) -> None:
-        kind = op[0]
-        if kind == "command" and self.reading():
-            self.command(op[1], op[2])
-        elif kind == "frame-error" and self.reading():
-            self.read.append(f"f{next(self.ids)}")
-            self.act(self.session.receive_frame_error(self.read[-1], None, "bad-frame", "x"))
-        elif kind == "input-closed" and self.reading():
-            self.act(self.session.receive_end_of_input())
-        elif kind in ("interrupt", "terminate") and not self.exited:
-            self.signal(kind == "terminate")
-        elif kind == "resolve" and self.starting is not None:
-            self.resolve()
-        elif kind == "finish" and self.executing:
-            self.executing = False
-            self.act(self.session.command_finished())
-        elif kind == "time" and not self.exited:
-            self.now += op[1]
-            self.act(self.session.tick(self.now))
-        elif kind == "worker":
-            self.worker_step(op[1], op[2], op[3])
-
-    def finish(self) -> None:
-        """Close the input and let every command run to its end."""
-        if self.reading():
-            self.act(self.session.receive_end_of_input())
-        for step in range(3000):
-            if self.exited:
-                return
-            if self.starting is not None:
-                self.resolve()
-            elif self.executing:
-                self.apply(("finish",))
-            else:
-                busy = sorted(self.units)
-                assert busy, f"the session waits ({self.session.state}) but no worker works"
-                self.worker_step(busy[step % len(busy)], "step", "success")
-        raise AssertionError("the session did not finish")
 
 
 @settings(max_examples=400, deadline=None)
 @given(operations)
 def test_a_pool_completes_every_command_once_and_never_splits_a_group(ops: list[tuple]) -> None:
-    driver = PoolDriver()
-    for op in ops:
-        driver.apply(op)
-    driver.finish()
-    assert driver.session.state is State.CLOSED
-    completed = collections.Counter(body["id"] for body in driver.completions)
-    assert completed == collections.Counter(read_id(item) for item in driver.read)
-    order = [b["id"] for b in driver.completions if b["command"] in QUEUED]
-    assert order == [c.id for c in driver.read if getattr(c, "name", None) in QUEUED]
-    position = {body["id"]: n for n, body in enumerate(driver.completions)}
-    for body in driver.completions:
-        if body["command"] == "run-tests" and body.get("code") != "quitting":
-            check_accounting(driver, body, KNOWN)
-        if body["command"] == "cancel" and body["cancelled"] is not None:
-            assert position[body["cancelled"]] < position[body["id"]]
+    check_session(PoolDriver(), ops)
 
 
 def test_units_spread_over_the_workers_and_the_batch_ends_with_the_last() -> None:
@@ -273,4 +174,67 @@ def test_units_spread_over_the_workers_and_the_batch_ends_with_the_last() -> Non
             else:
                 assert isinstance(action, Send) and not outstanding
                 assert action.body["status"] == "ok" and action.body["ran"] == len(KNOWN)
+    assert session.state is State.IDLE
+
+
+def in_order(ids: list[str], workers: int) -> Scheduler:
+    """Units in the requested order: no durations known."""
+    return Scheduler(ids, workers=workers, group_of=GROUPS)
+
+
+def pool_running(ids: tuple[str, ...] = KNOWN, *, timeout: float | None = None):
+    """A session with a batch of ``ids`` dispatched to its workers; their Dispatches."""
+    session = ServerSession(jobs=JOBS, units=in_order, timeout=timeout)
+    session.receive_command(RunTests("r", ids), 0)
+    dispatches = {a.worker: a for a in session.batch_resolved(list(ids), [])}  # type: ignore[union-attr]
+    return session, dispatches
+
+
+def test_a_dead_workers_rest_goes_to_its_replacement() -> None:
+    session, dispatches = pool_running(("b", "c", "d", "a", "e", "f"))
+    worker = 0
+    assert dispatches[worker].test_ids == ("b", "c", "d")  # the fixture group, whole
+    session.worker_packet(encode_status("b", "inprogress"), 1, worker)
+    actions = session.worker_died("killed by signal 11 (SIGSEGV)", 2, worker)
+    crash, again = actions
+    assert isinstance(crash, ReportCrash) and (crash.worker, crash.crash.victim) == (worker, "b")
+    assert again == Dispatch(("c", "d"), worker=worker)
+
+
+def test_a_timeout_kills_only_the_worker_past_it() -> None:
+    session, _ = pool_running(timeout=5)
+    session.worker_packet(encode_status("a", "inprogress"), 1, 0)
+    session.worker_packet(encode_status("b", "inprogress"), 3, 1)
+    assert session.deadline() == 6
+    assert session.tick(6) == [Kill(0)]
+    assert session.deadline() == 8 and session.tick(7) == []
+    assert session.tick(8) == [Kill(1)]
+
+
+def test_stdin_goes_to_the_worker_whose_test_waits() -> None:
+    from testserver.wire.control import STDIN_WANTED, encode_control
+
+    session, _ = pool_running()
+    (forward, _) = session.receive_command(Stdin("s0", b"early"), 1)
+    assert forward == ForwardStdin(b"early", 0)
+    session.worker_packet(encode_control(STDIN_WANTED, {"id": "r", "test_id": "b"}), 1, 1)
+    (forward, _) = session.receive_command(Stdin("s1", b"y\n"), 1)
+    assert forward == ForwardStdin(b"y\n", 1)
+    (forward, _) = session.receive_command(Stdin("s2", b""), 1)
+    assert forward == ForwardStdin(b"", None)  # end of input: every worker
+
+
+def test_a_cancel_completes_once_every_worker_has_stopped() -> None:
+    from testserver.wire.sessionactions import Interrupt
+
+    session, dispatches = pool_running()
+    assert session.receive_command(Cancel("c"), 1) == [Interrupt()]
+    assert session.tick(3) == [Kill()]
+    workers = sorted(dispatches)
+    for worker in workers[:-1]:
+        assert session.worker_died("killed by signal 9 (SIGKILL)", 3, worker) == []
+        assert session.state is State.CANCELLING
+    last = session.unit_ended(workers[-1])
+    assert [a.body["id"] for a in last] == ["r", "c"]  # type: ignore[union-attr]
+    assert last[0].body["status"] == "cancelled"  # type: ignore[union-attr]
     assert session.state is State.IDLE

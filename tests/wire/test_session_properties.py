@@ -88,6 +88,7 @@ class Driver:
     worker: list[str] | None = None
     current: str | None = None
     exited: bool = False
+    known: tuple[str, ...] = KNOWN
 
     def reading(self) -> bool:
         """Frames can come until the input closes: after a ``quit``, a SIGTERM or even
@@ -104,18 +105,27 @@ class Driver:
             elif isinstance(action, StartBatch):
                 self.starting = action.command
                 self.batch = self.batches[action.command.id] = Batch(action.command)
-            elif isinstance(action, Dispatch):
-                self.worker, self.current = list(action.test_ids), None
-            elif isinstance(action, ReportCrash):
-                assert self.batch is not None
-                self.batch.finals[action.crash.victim] += 1
-                self.worker, self.current = None, None
-            elif isinstance(action, Kill):
-                assert self.worker is not None
             elif isinstance(action, Exit):
                 self.exited = True
+            else:
+                self.worker_action(action)
         if self.batch is not None and not self.session.batch_running:
-            self.batch = self.worker = self.current = None
+            self.batch_over()
+
+    def worker_action(self, action: Action) -> None:
+        """Carry out an action for the simulated worker."""
+        if isinstance(action, Dispatch):
+            self.worker, self.current = list(action.test_ids), None
+        elif isinstance(action, ReportCrash):
+            assert self.batch is not None
+            self.batch.finals[action.crash.victim] += 1
+            self.worker, self.current = None, None
+        elif isinstance(action, Kill):
+            assert self.worker is not None
+
+    def batch_over(self) -> None:
+        """The batch completed."""
+        self.batch = self.worker = self.current = None
 
     def command(self, name: str, test_ids: list[str]) -> None:
         command_id = f"k{next(self.ids)}"
@@ -140,9 +150,10 @@ class Driver:
     def resolve(self) -> None:
         command, self.starting = self.starting, None
         assert command is not None
-        requested = list(command.test_ids) or list(KNOWN)
-        found = [i for i in requested if i in KNOWN]
-        self.act(self.session.batch_resolved(found, [i for i in requested if i not in KNOWN]))
+        requested = list(command.test_ids) or list(self.known)
+        found = [i for i in requested if i in self.known]
+        unknown = [i for i in requested if i not in self.known]
+        self.act(self.session.batch_resolved(found, unknown))
 
     def worker_step(self, op: str, status: str) -> None:
         if op == "die":
@@ -179,14 +190,23 @@ class Driver:
         elif kind == "time" and not self.exited:
             self.now += op[1]
             self.act(self.session.tick(self.now))
-        elif kind == "worker" and self.worker is not None:
+        elif kind == "worker":
+            self.worker_op(op)
+
+    def worker_op(self, op: tuple) -> None:
+        """A step of the simulated worker: ``("worker", what, status)``."""
+        if self.worker is not None:
             self.worker_step(op[1], op[2])
+
+    def idle_step(self, step: int) -> None:
+        """While finishing, nothing to resolve or execute: the worker goes on."""
+        self.worker_step("step", "success")
 
     def finish(self) -> None:
         """Close the input and let every command run to its end."""
         if self.reading():
             self.act(self.session.receive_end_of_input())
-        for _ in range(1000):
+        for step in range(3000):
             if self.exited:
                 return
             if self.starting is not None:
@@ -194,7 +214,7 @@ class Driver:
             elif self.executing:
                 self.apply(("finish",))
             else:
-                self.worker_step("step", "success")
+                self.idle_step(step)
         raise AssertionError("the session did not finish")
 
 
@@ -202,8 +222,9 @@ def read_id(item: Any) -> str:
     return item if isinstance(item, str) else item.id
 
 
-def check_accounting(driver: Any, body: dict[str, Any], known: tuple[str, ...] = KNOWN) -> None:
+def check_accounting(driver: Driver, body: dict[str, Any]) -> None:
     batch = driver.batches[body["id"]]
+    known = driver.known
     requested = list(batch.command.test_ids) or list(known)
     found = [i for i in requested if i in known]
     assert body["unknown"] == [i for i in requested if i not in known]
@@ -222,7 +243,11 @@ def check_accounting(driver: Any, body: dict[str, Any], known: tuple[str, ...] =
 @settings(max_examples=400, deadline=None)
 @given(operations)
 def test_every_command_gets_exactly_one_completion(ops: list[tuple]) -> None:
-    driver = Driver()
+    check_session(Driver(), ops)
+
+
+def check_session(driver: Driver, ops: list[tuple]) -> None:
+    """Play ``ops``, finish, and check properties 1 to 3 of the module docstring."""
     for op in ops:
         driver.apply(op)
     driver.finish()

@@ -22,7 +22,10 @@ closing the connection cancels it too.
 Start-up is what a warm run costs, so when the daemon is running this module imports only
 ``os``, ``sys`` and the C modules ``_socket`` and ``_json`` (not :mod:`socket`, :mod:`json`
 or :mod:`testserver.backends.testr`, whose ``enum`` and ``re`` cost more than the run); it takes
-:mod:`testserver.backends.testr` only to start the daemon.
+:mod:`testserver.backends.testr` only to start the daemon. The ``testserver`` launcher
+(``scripts/testserver``) goes further: it runs :func:`quick` in an interpreter started with
+``-I -S``, which skips site-packages, and that execs the full CLI whenever no daemon is
+running (``spec/daemon.md`` §10.1).
 """
 
 from __future__ import annotations
@@ -106,6 +109,18 @@ def encode(value: object) -> str:
     raise TypeError(f"cannot encode {type(value).__name__} in a request")
 
 
+def stdout_encoding() -> str:
+    """The encoding of our stdout, as the full CLI would have it: the launcher's ``-I``
+    interpreter ignores ``PYTHONIOENCODING`` and ``PYTHONUTF8``, so read them here."""
+    if sys.flags.ignore_environment:
+        chosen = os.environ.get("PYTHONIOENCODING", "").partition(":")[0]
+        if chosen:
+            return chosen
+        if os.environ.get("PYTHONUTF8") == "1":
+            return "utf-8"
+    return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+
 def request_for(argv: list[str], cwd: str) -> dict:
     """The daemon request of ``testserver run ARGV``."""
     try:
@@ -121,7 +136,7 @@ def request_for(argv: list[str], cwd: str) -> dict:
         env=dict(os.environ),
         stdout_tty=_isatty(1),
         columns=columns,
-        encoding=getattr(sys.stdout, "encoding", None) or "utf-8",
+        encoding=stdout_encoding(),
     )
     return request
 
@@ -212,15 +227,43 @@ def _in_process(argv: list[str], reason: str | None = None) -> int:
     return run_main(argv)
 
 
+def _directory(argv: list[str], cwd: str) -> tuple[str, str]:
+    """``(project root, daemon directory)`` for ``testserver run ARGV`` in ``cwd``."""
+    top, start = loading_dirs(argv)
+    root, _ = project.find_root(project.loading_start(top, start, cwd))
+    return root, project.daemon_dir(root)
+
+
+def _on_daemon(sock, argv: list[str], cwd: str, directory: str) -> int | str:  # noqa: ANN001
+    """Run ``testserver run ARGV`` on the daemon connected to ``sock``; its exit status, or
+    the reason (a string) the command must run without the daemon."""
+    try:
+        sock.sendall(encode(request_for(argv, cwd)).encode("ascii") + b"\n")
+        answer = relay(sock)
+    except KeyboardInterrupt:
+        _say("aborted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1  # whoever read our stdout is gone; closing cancels the run
+    except (OSError, ValueError, TypeError) as error:
+        answer = {"exit": EXIT_ERROR, "lost": True, "reason": str(error)}
+    finally:
+        sock.close()
+    if answer.get("fallback"):
+        return str(answer.get("reason"))
+    if answer.get("lost"):
+        _say(f"the daemon in {directory} went away in the middle of the run; see its log")
+    code = answer.get("exit")
+    return code if isinstance(code, int) else EXIT_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``testserver run``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not wants_daemon(argv):
         return _in_process(argv)
     cwd = os.getcwd()
-    top, start = loading_dirs(argv)
-    root, _ = project.find_root(project.loading_start(top, start, cwd))
-    directory = project.daemon_dir(root)
+    root, directory = _directory(argv, cwd)
     try:
         sock, started = connect(directory)
     except Unavailable as error:
@@ -231,21 +274,26 @@ def main(argv: list[str] | None = None) -> int:
             "between runs. `testserver daemon status` shows it, `testserver daemon stop` "
             "stops it (it also stops after 15 idle minutes); --no-daemon runs without it."
         )
-    try:
-        sock.sendall(encode(request_for(argv, cwd)).encode("ascii") + b"\n")  # type: ignore
-        answer = relay(sock)
-    except KeyboardInterrupt:
-        _say("aborted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return 1  # whoever read our stdout is gone; closing cancels the run
-    except (OSError, ValueError, TypeError) as error:
-        answer = {"exit": EXIT_ERROR, "lost": True, "reason": str(error)}
-    finally:
-        sock.close()  # type: ignore[attr-defined]
-    if answer.get("fallback"):
-        return _in_process(argv, str(answer.get("reason")))
-    if answer.get("lost"):
-        _say(f"the daemon in {directory} went away in the middle of the run; see its log")
-    code = answer.get("exit")
-    return code if isinstance(code, int) else EXIT_ERROR
+    code = _on_daemon(sock, argv, cwd, directory)
+    return _in_process(argv, code) if isinstance(code, str) else code
+
+
+def quick(cli: str, argv: list[str]) -> int:
+    """The launcher's fast path (``scripts/testserver``) for ``testserver run ARGV``.
+
+    It runs in an interpreter started with ``-I -S``, which has no site-packages: when the
+    daemon is wanted and already running, run the command on it; otherwise (no daemon, a
+    stale one, or a daemon that hands the command back) exec the full CLI ``cli`` with the
+    same arguments, which starts the daemon or runs in its own process and says why.
+    """
+    if wants_daemon(argv):
+        cwd = os.getcwd()
+        directory = _directory(argv, cwd)[1]
+        sock = connect_running(directory)
+        if sock is not None:
+            code = _on_daemon(sock, argv, cwd, directory)
+            if not isinstance(code, str):
+                return code
+    sys.stdout.flush()
+    os.execv(cli, [cli, "run", *argv])
+    return EXIT_ERROR  # not reached

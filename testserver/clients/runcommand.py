@@ -3,7 +3,7 @@
 ::
 
     testserver run [-t TOP] [-s START] [-p PATTERN] [--isolation fork|none] [--timeout S]
-                   [-k PATTERN] [-v] [-x] [--lf | --ff] [--durations N] [--shard K/N]
+                   [-j N|auto] [-k PATTERN] [-v] [-x] [--lf | --ff] [--durations N] [--shard K/N]
                    [--format human|json|subunit] [--subtests report|fold] [--no-color]
                    [--daemon | --no-daemon] [ID | PATTERN | FILE.py | DIR/ ...]
 
@@ -16,7 +16,8 @@ last time (all selected tests if none did), ``--ff`` runs them first; the memory
 project (:mod:`testserver.clients.lastrun`). ``--shard K/N`` then keeps share K of N of the
 selected tests (:mod:`testserver.scheduling.shards`; a module's tests stay together), and
 an unsharded run records each test's duration in the project's timing history. ``-x``
-cancels the run at the first failure or error.
+cancels the run at the first failure or error. ``-j N`` spreads the run over N workers of
+the server (``python -m testserver --serve --jobs N``), ordered by that timing history.
 
 The exit status is 0 when every requested test ran and passed (skips and expected failures
 included), 1 when a test failed, a requested test was not run or unknown, a selector
@@ -59,6 +60,7 @@ from testserver.clients.console import (
 )
 from testserver.clients.runs import Outcome, Output, Renderer, Started, Tally, drive, select
 from testserver.scheduling import timehistory
+from testserver.scheduling.jobs import available_cpus, parse_jobs
 from testserver.scheduling.shards import parse_shard
 from testserver.wire.events import Packet
 
@@ -129,6 +131,13 @@ def run_parser(out: TextIO | None = None, err: TextIO | None = None) -> StreamPa
         default="report",
         help="--format subunit: report each subtest as a test (default), or fold them into "
         "their parent, for the totals of python -m subunit.run",
+    )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        metavar="N",
+        help="run the tests in N workers forked from the warm server (auto: one per CPU); "
+        "the longest first, by the project's timing history",
     )
     choose = parser.add_argument_group("choosing tests")
     choose.add_argument(
@@ -354,6 +363,12 @@ def run_main(
         except ValueError as error:
             print(f"testserver run: --shard: {error}", file=err)
             return EXIT_ERROR
+    if args.jobs is not None:
+        try:
+            args.jobs = parse_jobs(args.jobs, available_cpus())
+        except ValueError as error:
+            print(f"testserver run: --jobs: {error}", file=err)
+            return EXIT_ERROR
     cwd = cwd or os.getcwd()
     if args.format == "subunit" and (stdout or sys.stdout).isatty():
         print(
@@ -369,7 +384,8 @@ def run_main(
     memory = lastrun.LastRun(root)
     connect = connect or cold_connect(cwd)
     try:
-        with connect(server_arguments(args)) as session:
+        jobs = [] if args.jobs is None else ["--jobs", str(args.jobs)]
+        with connect(server_arguments(args) + jobs) as session:
             return _run(args, session, renderer, (top, cwd, root), memory)
     except KeyboardInterrupt:
         print("testserver run: aborted", file=err)

@@ -60,8 +60,12 @@ class WorkerBatch:
         clock: Callable[[], float] = time.monotonic,
         name: str = "worker-0",
         tagged: bool = False,
+        keep_worker: bool = False,
     ) -> None:
         self.name = name
+        self.keep_worker = keep_worker
+        """A pool's slot: its process runs unit after unit, until the batch ends."""
+        self._busy = False
         self._tag = tag_field(name) if tagged else None
         """With several workers, every test packet gets the tag ``name``."""
         self.command_id = command_id
@@ -81,15 +85,22 @@ class WorkerBatch:
     # -- carrying out the session's actions ----------------------------------------------
 
     def dispatch(self, test_ids: tuple[str, ...] | list[str]) -> None:
-        """Hand ``test_ids`` to a fresh worker (``Dispatch``)."""
-        worker = self.spawner.take()
-        os.set_blocking(worker.events_r, False)
-        if worker.stdin_w is not None:
-            os.set_blocking(worker.stdin_w, False)
+        """Hand ``test_ids`` to the slot's worker, a fresh one unless it keeps its worker
+        between units and it is still alive (``Dispatch``)."""
+        worker = self._worker
+        if worker is not None and worker.exited():  # it died between two units
+            self.spawner.release(worker)
+            worker = None
+        if worker is None:
+            worker = self.spawner.take()
+            os.set_blocking(worker.events_r, False)
+            if worker.stdin_w is not None:
+                os.set_blocking(worker.stdin_w, False)
         self._worker = worker
+        self._busy = True
         self._buffer.clear()
         self._child_done = False
-        worker.dispatch(self.command_id, test_ids)
+        worker.dispatch(self.command_id, test_ids, last=not self.keep_worker)
 
     def send_stdin(self, data: bytes) -> None:
         """Queue ``data`` for the running test's stdin; ``b""`` means end of input."""
@@ -100,12 +111,12 @@ class WorkerBatch:
 
     def interrupt(self) -> None:
         """Tell the worker the batch is cancelled and interrupt its test (``Interrupt``)."""
-        if self._worker is not None:
+        if self._worker is not None and self._busy:
             self._worker.cancel()
 
     def kill(self) -> None:
         """SIGKILL the worker's process group (``Kill``); its pipe then ends."""
-        if self._worker is not None:
+        if self._worker is not None and self._busy:
             self._worker.kill_group()
 
     def report_crash(self, crash: Crash) -> None:
@@ -123,11 +134,16 @@ class WorkerBatch:
         self._report_outside_tests(stdout, stderr)
 
     def close(self) -> None:
-        """Kill and release the slot's process, if it has one."""
+        """End the slot's process, if it has one: reaped in the background when idle."""
         worker, self._worker = self._worker, None
-        if worker is not None:
+        if worker is None:
+            return
+        if self._busy:
             worker.kill_group()
             self.spawner.release(worker)
+        else:
+            self.spawner.retire(worker)
+        self._busy = False
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -135,7 +151,7 @@ class WorkerBatch:
         """Fds to wait on for reading: the worker's events, and its exit where Linux can
         say it (a pidfd: a child of a test may hold the events pipe open after a crash)."""
         worker = self._worker
-        if worker is None:
+        if worker is None or not self._busy:
             return []
         return [worker.events_r] if worker.pidfd < 0 else [worker.events_r, worker.pidfd]
 
@@ -149,7 +165,7 @@ class WorkerBatch:
     def exit_check_deadline(self) -> float | None:
         """Without a pidfd, when to look whether the worker exited."""
         worker = self._worker
-        if worker is None or worker.pidfd >= 0:
+        if worker is None or worker.pidfd >= 0 or not self._busy:
             return None
         return self.clock() + EXIT_CHECK_SECONDS
 
@@ -162,7 +178,7 @@ class WorkerBatch:
     def on_readable(self) -> WorkerEnd | None:
         """The worker's events pipe is readable, or it exited: forward its packets."""
         worker = self._worker
-        if worker is None:
+        if worker is None or not self._busy:
             return None
         try:
             data = os.read(worker.events_r, READ_SIZE)
@@ -179,7 +195,7 @@ class WorkerBatch:
     def check_exit(self) -> WorkerEnd | None:
         """Without a pidfd: if the worker has exited, deal with its end."""
         worker = self._worker
-        if worker is not None and worker.pidfd < 0 and worker.exited():
+        if worker is not None and self._busy and worker.pidfd < 0 and worker.exited():
             return self._drain_and_exit(worker)
         return None
 
@@ -244,9 +260,13 @@ class WorkerBatch:
         return True
 
     def _worker_done(self, worker: WorkerHandle) -> WorkerEnd:
-        """The worker finished its batch: end its process group (whatever its tests left
-        running) and report the output written after the last test; the worker is reaped
-        in the background."""
+        """The worker finished its unit: report the output written after its last test.
+        Unless it keeps its worker for the next unit, end its process group (whatever its
+        tests left running); the worker is reaped in the background."""
+        self._busy = False
+        if self.keep_worker:
+            self._report_outside_tests(*worker.leftover_output())
+            return WorkerEnd()
         worker.kill_group()
         self._report_outside_tests(*worker.leftover_output())
         self.spawner.retire(worker)
@@ -274,6 +294,7 @@ class WorkerBatch:
         return self._died(worker, cause)
 
     def _died(self, worker: WorkerHandle, cause: str) -> WorkerEnd:
+        self._busy = False
         self._leftover = worker.leftover_output()
         self.spawner.release(worker)
         self._worker = None

@@ -182,6 +182,7 @@ class SessionDriver:
             subunit_version=self.version,
             name=worker_name(number),
             tagged=self.session.jobs > 1,
+            keep_worker=self.session.jobs > 1,
         )
 
     def _poll_inputs(self) -> list[tuple[int, int]]:
@@ -248,16 +249,19 @@ class SessionDriver:
     def _worker_ended(self, number: int, end: WorkerEnd | None) -> None:
         if end is None:
             return
+        batch = self.session.current
         if end.cause is None:
-            self._act(self.session.unit_ended(number))
-            return
-        if end.lost:
+            actions = self.session.unit_ended(number)
+        elif end.lost:
             self.channel.log(f"{worker_name(number)} lost: {end.cause}")
-            self._act(self.session.worker_lost(end.cause, time.monotonic(), number))
-            return
-        actions = self.session.worker_died(end.cause, time.monotonic(), number)
-        if not any(isinstance(a, ReportCrash) for a in actions):
-            self.slots[number].report_leftover()  # cancelled between tests: output is global
+            actions = self.session.worker_lost(end.cause, time.monotonic(), number)
+        else:
+            actions = self.session.worker_died(end.cause, time.monotonic(), number)
+            if not any(isinstance(a, ReportCrash) for a in actions):
+                self.slots[number].report_leftover()  # cancelled between tests: global output
+        if self.session.current is not batch:  # its completion comes next: end what its
+            for slot in self.slots.values():  # workers (and their tests) left running first
+                slot.close()
         self._act(actions)
 
     def _close_slots(self) -> None:
