@@ -109,11 +109,26 @@ def test_a_unit_runs_remotely_and_its_packets_carry_the_worker_tag(remote):
         f"{WORK}.test_b": ("success", {"worker-3"}),
     }
     events = subunit_events(bytes(slot.out))
-    assert all(e.get("test_tags") == {"worker-3"} for e in events), events
+    assert all(e.get("test_tags") == {"worker-3"} for e in events if e.get("test_id")), events
     output = [e for e in events if e.get("file_name") == "stdout"]
     assert output[0]["file_bytes"] == b"b ran\n"
     assert slot.fed == split_packets(bytearray(slot.out))  # each packet fed, then written
     assert not any(decode_control(p) for p in decode_packets(bytes(slot.out)))  # no hello
+
+
+def test_an_untagged_slot_relays_the_packets_as_they_were(remote):
+    slot = Slot(remote)
+    remote.attach("batch1", slot.out.extend, slot._feed, tagged=False)
+    remote.dispatch((f"{WORK}.test_b",))
+    assert slot.run() == WorkerEnd()
+    packets = decode_packets(bytes(slot.out))
+    assert [(p.test_id, p.status, p.file_name) for p in packets] == [
+        (f"{WORK}.test_b", "inprogress", None),
+        (f"{WORK}.test_b", None, "stdout"),
+        (f"{WORK}.test_b", "success", None),
+    ]
+    assert all(p.tags is None for p in packets)
+    assert packets[0].timestamp_ns and packets[2].timestamp_ns  # kept from the remote
 
 
 def test_the_connection_stays_warm_across_units_and_batches(remote):

@@ -173,7 +173,7 @@ class SessionDriver:
         one (numbered after the local ones) attached to this batch."""
         remote = self.remotes.get(number)
         if remote is not None:
-            return remote.attach(self._command_id, write, feed)
+            return remote.attach(self._command_id, write, feed, tagged=self.session.jobs > 1)
         return WorkerBatch(
             self._command_id,
             self.spawner,

@@ -9,14 +9,15 @@ its own tree.
 
 For each unit the slot sends a ``run-tests`` (through a
 :class:`~testserver.wire.clientsession.ClientSession`, which says when *its* completion
-came), decodes the remote's packets, adds the tag ``worker-K`` to each and encodes it again
-(everything else kept), feeds it to the batch and writes it. The remote's completion ends
-the unit (``WorkerEnd()``). ``testserver.stdin-wanted`` is passed on under the local
-batch's id, ``cancel`` and ``stdin`` go to the remote as commands, and the remote's other
-control events stay here. When the remote's output ends first (it crashed, the network
-went, COMMAND failed to start), the unit ends with ``WorkerEnd(cause)``: the cause says so,
-with COMMAND's exit status and the tail of its stderr, and the pool runs the rest of the
-unit elsewhere or reports it not run. Everything is non-blocking and polled by the driver;
+came), decodes the remote's packets, encodes them again with every field kept (a test's
+tagged ``worker-K`` first when the pool has several workers), feeds them to the batch and
+writes them. The remote's completion ends the unit (``WorkerEnd()``).
+``testserver.stdin-wanted`` is passed on under the local batch's id, ``cancel`` and
+``stdin`` go to the remote as commands, and the remote's other control events stay here.
+When the remote's output ends first (it crashed, the network went, COMMAND failed to
+start), the unit ends with ``WorkerEnd(cause, lost=True)``: the cause says so, with
+COMMAND's exit status and the tail of its stderr, and the pool runs the rest of the unit
+elsewhere or reports it not run. Everything is non-blocking and polled by the driver;
 only :meth:`RemoteWorker.shutdown` waits, for a bounded time.
 """
 
@@ -88,6 +89,7 @@ class RemoteWorker:
         self.hello: dict[str, Any] | None = None
         """The remote's last ``testserver.hello`` (generation, discovery errors, cwd)."""
         self.command_id = ""
+        self.tagged = True
         self.write: Write = lambda data: None
         self.feed: Feed | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -137,9 +139,13 @@ class RemoteWorker:
         """COMMAND's local pid (the pool's sweep of stray children must spare it)."""
         return None if self._proc is None else self._proc.pid
 
-    def attach(self, command_id: str, write: Write, feed: Feed) -> RemoteWorker:
-        """Serve batch ``command_id``: its packets go to ``feed`` then ``write``."""
+    def attach(
+        self, command_id: str, write: Write, feed: Feed, *, tagged: bool = True
+    ) -> RemoteWorker:
+        """Serve batch ``command_id``: its packets go to ``feed`` then ``write``, the
+        packets of tests tagged ``worker-K`` when ``tagged`` (the pool has several workers)."""
         self.command_id, self.write, self.feed = command_id, write, feed
+        self.tagged = tagged
         self._stdin_held.clear()
         self._stdin_eof = False
         return self
@@ -295,10 +301,10 @@ class RemoteWorker:
         return None
 
     def _relay(self, packet: Packet) -> None:
-        """Tag ``packet`` with this worker's name, encode it, feed it, write it."""
-        tags = packet.tags or ()
-        if self.name not in tags:
-            packet = dataclasses.replace(packet, tags=(*tags, self.name))
+        """Encode ``packet`` again, a test's first tagged with this worker's name (as a
+        local worker's are, spec 4.3.2), then feed it and write it."""
+        if self.tagged and packet.test_id is not None:
+            packet = dataclasses.replace(packet, tags=(self.name, *(packet.tags or ())))
         self._relay_raw(encode_packet(packet, subunit_version=self.subunit_version))
 
     def _relay_raw(self, raw: bytes) -> None:
