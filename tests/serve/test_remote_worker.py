@@ -42,7 +42,8 @@ class Slot:
         return classify(raw)
 
     def run(self, until: Callable[[bytes], bool] = lambda out: False) -> WorkerEnd | None:
-        """Poll until the unit ends (its :class:`WorkerEnd`) or ``until(out)`` (``None``)."""
+        """Poll until the unit ends (its :class:`WorkerEnd`) or ``until(out)`` (``None``),
+        as the driver does: its fds, its stdin, and its exit while that is awaited."""
         deadline = time.monotonic() + DEFAULT_TIMEOUT
         while not until(bytes(self.out)):
             poller = select.poll()
@@ -52,13 +53,18 @@ class Slot:
             if stdin_fd is not None:
                 poller.register(stdin_fd, select.POLLOUT)
             assert time.monotonic() < deadline, f"timed out; wrote {bytes(self.out)!r}"
-            ready = dict(poller.poll(1000))
+            check = self.worker.exit_check_deadline()
+            wait = 1000 if check is None else max(0, int((check - time.monotonic()) * 1000))
+            ready = dict(poller.poll(wait))
             if stdin_fd in ready:
                 self.worker.on_stdin_writable()
+            end = None
             if any(fd in ready for fd in self.worker.fds()):
                 end = self.worker.on_readable()
-                if end is not None:
-                    return end
+            if end is None and self.worker.exit_check_deadline() is not None:
+                end = self.worker.check_exit()
+            if end is not None:
+                return end
         return None
 
 

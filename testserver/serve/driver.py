@@ -277,6 +277,8 @@ class SessionDriver:
     def close_remotes(self) -> None:
         """Send every connected remote ``quit`` and end its command (the server exits)."""
         for remote in self.remotes.values():
+            remote.request_quit()  # all at once: they exit side by side
+        for remote in self.remotes.values():
             remote.shutdown()
 
     # -- actions -------------------------------------------------------------------------

@@ -62,6 +62,9 @@ NOISE_SAMPLE_BYTES = 200
 EXIT_WAIT_SECONDS = 2.0
 """After the remote's stdout ends, how long to wait for COMMAND's exit status."""
 
+EXIT_POLL_SECONDS = 0.02
+"""Meanwhile, how often to look whether COMMAND exited."""
+
 QUIT_WAIT_SECONDS = 5.0
 """At shutdown, how long a remote gets to answer ``quit`` and exit before it is killed."""
 
@@ -102,6 +105,8 @@ class RemoteWorker:
         self._stdin_held = bytearray()
         self._stdin_eof = False
         self._killed = False
+        self._ending: float | None = None
+        """When COMMAND's stdout ended: its exit is awaited until EXIT_WAIT_SECONDS later."""
         self._stderr_tail = b""
         self._stderr_open = False
         self._noise = b""
@@ -131,6 +136,7 @@ class RemoteWorker:
         self._decoder = PacketDecoder()
         self._out.clear()
         self._killed = False
+        self._ending = None
         self._stderr_tail = self._noise = b""
         self._stderr_open = True
         self.hello = None
@@ -150,14 +156,20 @@ class RemoteWorker:
         self._stdin_eof = False
         return self
 
+    def request_quit(self) -> None:
+        """Send the remote ``quit`` (the server exits); :meth:`shutdown` waits for it."""
+        if self._proc is not None:
+            with contextlib.suppress(SessionError, LocalProtocolError):
+                self._send(Quit(self._session.new_id()))
+                self._flush()
+
     def shutdown(self) -> None:
-        """Send ``quit``, let the remote exit (bounded wait), then end COMMAND's group."""
-        proc = self._proc
-        if proc is None:
-            return
-        with contextlib.suppress(SessionError, LocalProtocolError):
-            self._send(Quit(self._session.new_id()))
-            self._flush()
+        """Send ``quit`` unless sent, let the remote exit (a bounded wait: the server is
+        exiting), then end COMMAND's process group."""
+        if self._proc is not None and not any(
+            isinstance(entry.command, Quit) for entry in self._session.outstanding.values()
+        ):
+            self.request_quit()
         self._disconnect(wait=QUIT_WAIT_SECONDS)
 
     # -- carrying out the session's actions (the PoolWorker slot) ------------------------
@@ -226,7 +238,7 @@ class RemoteWorker:
     def fds(self) -> list[int]:
         """COMMAND's stdout (and stderr, until it ends) while a unit runs."""
         proc = self._proc
-        if proc is None or self._unit is None or proc.stdout is None:
+        if proc is None or self._unit is None or proc.stdout is None or self._ending:
             return []
         if proc.stderr is None or not self._stderr_open:
             return [proc.stdout.fileno()]
@@ -243,13 +255,18 @@ class RemoteWorker:
         """Write waiting frames without blocking."""
         self._flush()
 
-    def exit_check_deadline(self) -> None:
-        """The end of COMMAND's stdout says it ended: nothing to check on a clock."""
-        return None
+    def exit_check_deadline(self) -> float | None:
+        """While COMMAND's exit is awaited (its stdout ended), when to look again."""
+        return None if self._ending is None else time.monotonic() + EXIT_POLL_SECONDS
 
-    def check_exit(self) -> None:
-        """See :meth:`exit_check_deadline`."""
-        return None
+    def check_exit(self) -> WorkerEnd | None:
+        """The unit's end once COMMAND exited (or would not, EXIT_WAIT_SECONDS on)."""
+        if self._ending is None or self._proc is None:
+            return None
+        if self._proc.poll() is None and time.monotonic() < self._ending + EXIT_WAIT_SECONDS:
+            return None
+        self._ending = None
+        return self._lost()
 
     # -- events --------------------------------------------------------------------------
 
@@ -268,7 +285,10 @@ class RemoteWorker:
             return self._take_packets()
         self._decoder.receive_data(b"")
         end = self._take_packets()  # a whole last packet still counts
-        return end if end is not None else self._lost()
+        if end is not None:
+            return end
+        self._ending = time.monotonic()  # its exit status says more: await it, polled
+        return self.check_exit()
 
     def _take_packets(self) -> WorkerEnd | None:
         while True:
@@ -357,7 +377,7 @@ class RemoteWorker:
         """The remote's output ended (or made no sense) before the unit completed."""
         proc = self._proc
         started = self.hello is not None
-        status = self._disconnect(wait=0 if why else EXIT_WAIT_SECONDS)
+        status = self._disconnect(wait=0)
         if why is None:
             if self._killed:
                 why = "was killed by testserver"
