@@ -244,3 +244,26 @@ def test_testserver_run_passes_worker_commands_on(ssh_server, project):  # noqa:
     results = finals(result.stdout)
     assert set(results) == set(ids) and {s for s, _ in results.values()} == {"success"}
     assert frozenset({"worker-1"}) in {tags for _, tags in results.values()}  # the remote ran
+
+
+def test_a_remote_test_past_the_timeout_fails_and_the_remote_is_started_again(
+    ssh_server,  # noqa: F811
+    project,
+):
+    server = serve(
+        project, "--jobs", "0", "--timeout", "1", "--worker-command", remote(ssh_server, project)
+    )
+    try:
+        transcript = server.request(RunTests("r", (GATE, f"{WORK}.test_a")))
+        complete = transcript.complete
+        assert complete["status"] == "ok", complete  # each test got its result
+        [crash] = complete["crashes"]
+        assert crash.startswith(f"{GATE}: timed out after 1 s (remote ")
+        assert "was killed by testserver" in crash and "lost" not in complete
+        assert finals(transcript.raw) == {
+            GATE: ("fail", frozenset()),
+            f"{WORK}.test_a": ("success", frozenset()),  # on a new connection
+        }
+        finish(server)
+    finally:
+        server.kill()
