@@ -20,6 +20,7 @@ from serverproc import (
     PROJECTS,
     ServerProcess,
     project_copy,
+    save_as_editors_do,
     subunit_events,
 )
 from sshfixture import SSHServer, ssh_server  # noqa: F401 - the fixture
@@ -264,6 +265,23 @@ def test_a_remote_test_past_the_timeout_fails_and_the_remote_is_started_again(
             GATE: ("fail", frozenset()),
             f"{WORK}.test_a": ("success", frozenset()),  # on a new connection
         }
+        finish(server)
+    finally:
+        server.kill()
+
+
+def test_a_warm_remote_reloads_its_own_tree_between_batches(ssh_server, project):  # noqa: F811
+    command = remote(ssh_server, project, gate=False)
+    server = serve(project, "--no-reload", "--jobs", "0", "--worker-command", command)
+    try:
+        first = server.request(RunTests("one", (f"{WORK}.test_c",)))
+        assert finals(first.raw) == {f"{WORK}.test_c": ("success", frozenset())}
+        save_as_editors_do(
+            project / "rbasic" / "test_work.py", "self.assertEqual(1, 1)", "self.assertEqual(1, 2)"
+        )
+        second = server.request(RunTests("two", (f"{WORK}.test_c",)))  # the local one: --no-reload
+        assert finals(second.raw) == {f"{WORK}.test_c": ("fail", frozenset())}
+        assert not second.controls("testserver.reload")  # the remote's reload stays there
         finish(server)
     finally:
         server.kill()
