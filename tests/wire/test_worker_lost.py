@@ -3,10 +3,20 @@
 Pure scenarios on the session core, with the real :class:`Scheduler` (units in the
 requested order: no durations, no fixture groups): a lost worker fails no test, the tests
 of its unit without a result go to the other workers (or are not run when none is left),
-it gets no more units, and the completion says why in ``lost``.
+it gets no more units, and the completion says why in ``lost``. Then the pool property of
+``test_pool_properties`` with losses among its events: every property there still holds
+(one completion per command, one final status or ``not_run`` entry per requested id,
+groups whole), and a lost worker is never dispatched again in its batch.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_pool_properties import JOBS, PoolDriver, commands, other_ops, time_ops
+from test_session_properties import check_session
 
 from testserver.scheduling.scheduler import Scheduler
 from testserver.wire.commands import Cancel, RunTests
@@ -84,3 +94,65 @@ def test_a_worker_lost_while_cancelling_hands_nothing_back() -> None:
     assert [a.body["id"] for a in last] == ["r", "c"]  # type: ignore[union-attr]
     assert last[0].body["status"] == "cancelled"  # type: ignore[union-attr]
     assert last[0].body["lost"] == [f"worker-1: {WHY}"]  # type: ignore[union-attr]
+
+
+losing_ops = st.tuples(
+    st.just("worker"),
+    st.integers(0, JOBS - 1),
+    st.sampled_from(["step", "step", "step", "lose", "die", "end"]),
+    st.sampled_from(["success", "fail"]),
+)
+
+
+@dataclass
+class LosingDriver(PoolDriver):
+    """The pool's simulated driver, whose workers may also be lost."""
+
+    lost: dict[str, set[int]] = field(default_factory=dict)
+    """Batch id -> the workers lost in that batch (one batch may start as the last ends)."""
+    losses: frozenset[int] = frozenset()
+    """Steps of the final run-down at which a busy worker is lost instead of stepping."""
+    lost_busy: int = 0
+    """How many losses hit a worker holding a unit."""
+
+    def lost_now(self) -> set[int]:
+        assert self.batch is not None
+        return self.lost.setdefault(self.batch.command.id, set())
+
+    def dispatch(self, action: Dispatch) -> None:
+        assert action.worker not in self.lost_now(), f"lost worker-{action.worker} got a unit"
+        super().dispatch(action)
+
+    def idle_step(self, step: int) -> None:
+        busy = sorted(self.units)
+        if step in self.losses and busy:
+            self.pool_step(busy[step % len(busy)], "lose", "success")
+        else:
+            super().idle_step(step)
+
+    def pool_step(self, worker: int, op: str, status: str) -> None:
+        if op != "lose":
+            super().pool_step(worker, op, status)
+        elif worker in self.units:
+            self.release(worker)
+            self.lost_now().add(worker)
+            self.lost_busy += 1
+            self.act(self.session.worker_lost("disconnected", self.now, worker))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(commands, losing_ops, other_ops, time_ops), max_size=60),
+    st.frozensets(st.integers(0, 30), max_size=4),
+)
+def test_a_pool_that_loses_workers_still_accounts_for_every_test(
+    ops: list[tuple], losses: frozenset[int]
+) -> None:
+    check_session(LosingDriver(losses=losses), ops)
+
+
+def test_the_losing_driver_loses_busy_workers() -> None:
+    """The property above is not vacuous: its driver does lose workers holding a unit."""
+    driver = LosingDriver(losses=frozenset({0, 1}))
+    check_session(driver, [("command", "run-tests", []), ("command", "run-tests", [])])
+    assert driver.lost_busy >= 1 and driver.lost[driver.read[0].id]
