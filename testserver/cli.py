@@ -218,8 +218,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     from testserver.scheduling.jobs import available_cpus, parse_jobs
 
     try:
-        remote_only = args.jobs == "0" and bool(args.worker_commands)
-        args.jobs = 0 if remote_only else parse_jobs(args.jobs, available_cpus())
+        if args.jobs == "0" and not args.worker_commands:
+            raise ValueError("0 local workers needs at least one --worker-command")
+        args.jobs = 0 if args.jobs == "0" else parse_jobs(args.jobs, available_cpus())
     except ValueError as error:
         parser.error(f"--jobs: {error}")
     args.worker_commands = tuple(args.worker_commands)

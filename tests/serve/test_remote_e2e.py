@@ -285,3 +285,26 @@ def test_a_warm_remote_reloads_its_own_tree_between_batches(ssh_server, project)
         finish(server)
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--worker-command", " "), "--worker-command: the command is empty"),
+        (("--jobs", "0"), "0 local workers needs at least one --worker-command"),
+        (
+            ("--isolation", "none", "--worker-command", "true"),
+            "--worker-command needs --isolation fork",
+        ),
+    ],
+)
+def test_bad_worker_options_are_usage_errors(args: tuple[str, ...], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "testserver", "--serve", *LOAD, *args],
+        cwd=PROJECTS / "remote_basic",
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=DEFAULT_TIMEOUT,
+    )
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert message in result.stderr.decode()
