@@ -16,8 +16,9 @@ Two generated suites (in ``bench/out/jobs/``), each served by one warm
 - *one test*: the round trip of a one-test batch at each N (goal: no worse with ``--jobs``).
 
 Each figure is the median of ``--repeat`` warm ``run-tests`` round trips (frame written to
-completion decoded, `_client.py`), after one warm-up batch. The speed-up column is
-``time(-j 1) / time(-j N)`` from the same run.
+completion decoded, `_client.py`; ``3 x --repeat``, at least 9, for one test), after one
+warm-up batch, the servers taking turns round by round so that the machine's load drifts
+alike for all. The speed-up column is ``time(-j 1) / time(-j N)`` from the same run.
 
 Memory: during a batch of ``-j 4`` on the cpu suite the server's children are sampled from
 ``/proc``: RSS, PSS and USS (private pages) of each worker (``smaps_rollup``), next to the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _client import Server  # noqa: E402
 
+from testserver.scheduling.jobs import available_cpus  # noqa: E402
 from testserver.wire.commands import RunTests  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "jobs"
@@ -95,15 +98,23 @@ def start(suite: Path, jobs: int) -> Server:
     return server
 
 
-def timed(server: Server, ids: tuple[str, ...], repeat: int, label: str) -> float:
-    server.request(RunTests(f"{label}-warm", ids), decode=False)
-    seconds = []
-    for n in range(repeat):
-        reply = server.request(RunTests(f"{label}-{n}", ids), decode=False)
-        if reply.complete.get("status") != "ok":
-            raise SystemExit(f"{label}: batch ended {reply.complete}")
-        seconds.append(reply.seconds)
-    return statistics.median(seconds)
+def round_trip(server: Server, ids: tuple[str, ...], label: str) -> float:
+    """Seconds from writing a ``run-tests`` of ``ids`` to its completion (which must be ok)."""
+    reply = server.request(RunTests(label, ids), decode=False)
+    if reply.complete.get("status") != "ok":
+        raise SystemExit(f"{label}: batch ended {reply.complete}")
+    return reply.seconds
+
+
+def rounds(servers: dict[int, Server], ids: tuple[str, ...], count: int, label: str) -> dict:
+    """Median round trip per server, the servers taking turns (load drift hits all alike)."""
+    for jobs, server in servers.items():
+        round_trip(server, ids, f"{label}-warm-j{jobs}")
+    seconds: dict[int, list[float]] = {jobs: [] for jobs in servers}
+    for n in range(count):
+        for jobs, server in servers.items():
+            seconds[jobs].append(round_trip(server, ids, f"{label}-{n}-j{jobs}"))
+    return {jobs: statistics.median(times) for jobs, times in seconds.items()}
 
 
 def smaps(pid: int) -> dict[str, int]:
@@ -161,13 +172,9 @@ def measure(suite: Path, jobs_list: list[int], repeat: int) -> dict[int, dict[st
     servers = {jobs: start(suite, jobs) for jobs in jobs_list}
     try:
         ids = ids_of(suite, servers[jobs_list[0]])
-        results = {}
-        for jobs, server in servers.items():
-            results[jobs] = {
-                "batch": timed(server, ids, repeat, f"all-j{jobs}"),
-                "one": timed(server, ids[:1], max(repeat, 5), f"one-j{jobs}"),
-            }
-        return results
+        batch = rounds(servers, ids, repeat, "all")
+        one = rounds(servers, ids[:1], max(3 * repeat, 9), "one")
+        return {jobs: {"batch": batch[jobs], "one": one[jobs]} for jobs in jobs_list}
     finally:
         for server in servers.values():
             server.close()
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat, args.cpu_tests = 1, 2000
     jobs_list = sorted({int(j) for j in args.jobs.split(",")})
     OUT.mkdir(parents=True, exist_ok=True)
+    print(f"CPUs {available_cpus()}, load average {os.getloadavg()[0]:.1f} at the start")
     sleepy = sleep_suite(OUT, args.sleep_tests, args.sleep)
     cpu = cpu_suite(OUT, args.cpu_tests, args.cpu_work)
     results = {
@@ -214,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         f"PSS {memory.get('pss', 0):.1f}, USS (what one more worker costs) "
         f"{memory.get('uss', 0):.1f}"
     )
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (above the CPUs: shared machine)")
     results["memory"] = memory  # type: ignore[assignment]
     (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0
