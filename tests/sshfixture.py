@@ -1,9 +1,13 @@
-"""The ``ssh_server`` fixture: a real SSH server on loopback and the ``ssh`` commands for it.
+"""For the remote-worker tests: a real SSH server on loopback, and the project they run.
 
-The server is :mod:`sshserver` (asyncssh) in a subprocess, with keys generated for the test
-session; the client is the real OpenSSH ``ssh``. A remote-worker test builds its
-``--worker-command`` with :meth:`SSHServer.command`. Skipped, with the reason, when asyncssh
-is not installed or no ``ssh`` client is installed.
+``ssh_server``: :mod:`sshserver` (asyncssh) in a subprocess, with keys generated for the
+test module; the client is the real OpenSSH ``ssh``. A test builds its
+``--worker-command`` with :meth:`SSHServer.command` or :meth:`SSHServer.serve_command`.
+Skipped, with the reason, when asyncssh or the ``ssh`` client is not installed.
+
+``project``: a copy of ``tests/projects/remote_basic`` with ``gate.fifo``, the FIFO
+its gate test blocks on when ``RBASIC_GATE`` names it (only remotes are given it);
+:func:`release` lets that test go. :func:`finals` reads a stream with python-subunit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverproc import PROJECTS, project_copy
+from subunit_reader import read_with_subunit
 
 SERVER_SCRIPT = Path(__file__).parent / "sshserver.py"
 START_TIMEOUT = 60.0
@@ -97,3 +103,30 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     server = SSHServer(directory)
     yield server
     server.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    """A copy of ``remote_basic`` with its gate FIFO; the gate is released at the end."""
+    copy = project_copy(PROJECTS / "remote_basic", tmp_path / "remote_basic")
+    os.mkfifo(copy / "gate.fifo")
+    yield copy
+    release(copy / "gate.fifo")
+
+
+def release(gate: Path) -> None:
+    """Let a test blocked on the gate go (so nothing it started outlives the test)."""
+    try:
+        os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # nothing reads it: nothing blocks on it
+        pass
+
+
+def finals(raw: bytes) -> dict[str, tuple[str, frozenset[str]]]:
+    """Final status and tags of each test, as python-subunit reads ``raw``."""
+    found = {}
+    for event in read_with_subunit(raw):
+        status = event.get("test_status")
+        if event.get("test_id") and status not in (None, "exists", "inprogress"):
+            found[event["test_id"]] = (status, frozenset(event.get("test_tags") or ()))
+    return found

@@ -19,11 +19,16 @@ from serverproc import (
     DEFAULT_TIMEOUT,
     PROJECTS,
     ServerProcess,
-    project_copy,
     save_as_editors_do,
     subunit_events,
 )
-from sshfixture import SSHServer, ssh_server  # noqa: F401 - the fixture
+from sshfixture import (  # noqa: F401 - the fixtures
+    SSHServer,
+    finals,
+    project,
+    release,
+    ssh_server,
+)
 
 from testserver.wire.commands import Cancel, Quit, RunTests, Stdin
 from testserver.wire.control import STDIN_WANTED, decode_control
@@ -36,37 +41,10 @@ ALL = {f"{WORK}.test_a", f"{WORK}.test_b", f"{WORK}.test_c", f"{WORK}.test_d", G
 LOAD = ("-t", ".", "-s", "rbasic")
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project, with the FIFO its gate test blocks on (remotely only)."""
-    copy = project_copy(PROJECTS / "remote_basic", tmp_path / "remote_basic")
-    os.mkfifo(copy / "gate.fifo")
-    yield copy
-    release(copy / "gate.fifo")
-
-
-def release(gate: Path) -> None:
-    """Let a test blocked on the gate go (so nothing it started outlives the test)."""
-    try:
-        os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:  # nothing reads it: nothing blocks on it
-        pass
-
-
-def remote(ssh: SSHServer, project: Path, *, gate: bool = True) -> str:
-    """The ``--worker-command`` for a testserver on ``project`` through ssh."""
-    env = {"RBASIC_GATE": str(project / "gate.fifo")} if gate else {}
-    return ssh.serve_command(project, *LOAD, env=env)
-
-
-def finals(raw: bytes) -> dict[str, tuple[str, frozenset]]:
-    """Final status and tags of each test, as python-subunit reads ``raw``."""
-    found = {}
-    for event in subunit_events(raw):
-        status = event.get("test_status")
-        if event.get("test_id") and status not in (None, "exists", "inprogress"):
-            found[event["test_id"]] = (status, frozenset(event.get("test_tags") or ()))
-    return found
+def remote(ssh: SSHServer, root: Path, *, gate: bool = True) -> str:
+    """The ``--worker-command`` for a testserver on the project at ``root`` through ssh."""
+    env = {"RBASIC_GATE": str(root / "gate.fifo")} if gate else {}
+    return ssh.serve_command(root, *LOAD, env=env)
 
 
 def started(test_id: str, tag: str | None):
@@ -75,8 +53,8 @@ def started(test_id: str, tag: str | None):
     return lambda p: p.test_id == test_id and p.status == "inprogress" and p.tags == tags
 
 
-def serve(project: Path, *args: str) -> ServerProcess:
-    return ServerProcess(project, *LOAD, *args)
+def serve(root: Path, *args: str) -> ServerProcess:
+    return ServerProcess(root, *LOAD, *args)
 
 
 def finish(server: ServerProcess) -> None:
@@ -249,7 +227,7 @@ def test_testserver_run_passes_worker_commands_on(ssh_server, project):  # noqa:
 
 def test_a_remote_test_past_the_timeout_fails_and_the_remote_is_started_again(
     ssh_server,  # noqa: F811
-    project,
+    project,  # noqa: F811
 ):
     server = serve(
         project, "--jobs", "0", "--timeout", "1", "--worker-command", remote(ssh_server, project)

@@ -15,8 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import DEFAULT_TIMEOUT, PROJECTS, project_copy, subunit_events
-from sshfixture import SSHServer, ssh_server  # noqa: F401 - the fixture
+from serverproc import DEFAULT_TIMEOUT, subunit_events
+from sshfixture import (  # noqa: F401 - the fixtures
+    SSHServer,
+    finals,
+    project,
+    release,
+    ssh_server,
+)
 
 from testserver.serve.poolworker import WorkerEnd
 from testserver.serve.remote import RemoteWorker
@@ -69,48 +75,24 @@ class Slot:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return project_copy(PROJECTS / "remote_basic", tmp_path / "remote_basic")
-
-
-@pytest.fixture
 def remote(ssh_server: SSHServer, project: Path) -> Iterator[RemoteWorker]:  # noqa: F811
     gate = project / "gate.fifo"
-    os.mkfifo(gate)
     command = ssh_server.serve_command(
         project, "-t", ".", "-s", "rbasic", env={"RBASIC_GATE": str(gate)}
     )
     logged: list[str] = []
     worker = RemoteWorker(command, 3, log=logged.append)
     yield worker
-    _release(gate)
+    release(gate)
     worker.shutdown()
     assert not worker.connected
-
-
-def _release(gate: Path) -> None:
-    """Let a test blocked on the gate FIFO go (so no process of it outlives the test)."""
-    try:
-        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:  # no reader: nothing blocks on it
-        return
-    os.close(fd)
-
-
-def statuses(out: bytes) -> dict[str, tuple[str, set]]:
-    """Final status and tags per test, as python-subunit reads the stream."""
-    found = {}
-    for event in subunit_events(out):
-        if event.get("test_id") and event.get("test_status") not in (None, "inprogress"):
-            found[event["test_id"]] = (event["test_status"], event.get("test_tags"))
-    return found
 
 
 def test_a_unit_runs_remotely_and_its_packets_carry_the_worker_tag(remote):
     slot = Slot(remote)
     remote.dispatch((f"{WORK}.test_a", f"{WORK}.test_b"))
     assert slot.run() == WorkerEnd()
-    assert statuses(bytes(slot.out)) == {
+    assert finals(bytes(slot.out)) == {
         f"{WORK}.test_a": ("success", {"worker-3"}),
         f"{WORK}.test_b": ("success", {"worker-3"}),
     }
@@ -147,10 +129,13 @@ def test_the_connection_stays_warm_across_units_and_batches(remote):
     remote.dispatch((f"{WORK}.test_c", f"{WORK}.test_d"))
     assert second.run() == WorkerEnd()
     assert (remote.pid(), remote.hello["pid"]) == (pid, hello_pid)
-    assert set(statuses(bytes(second.out))) == {f"{WORK}.test_c", f"{WORK}.test_d"}
+    assert set(finals(bytes(second.out))) == {f"{WORK}.test_c", f"{WORK}.test_d"}
 
 
-def test_a_remote_killed_mid_unit_ends_it_with_the_reason_then_reconnects(remote, project):
+def test_a_remote_killed_mid_unit_ends_it_with_the_reason_then_reconnects(
+    remote,
+    project,  # noqa: F811
+):
     slot = Slot(remote)
     remote.dispatch((f"{WORK}.test_a", GATE, f"{WORK}.test_b"))
     assert slot.run(until=lambda out: _started(out, GATE)) is None
@@ -160,12 +145,12 @@ def test_a_remote_killed_mid_unit_ends_it_with_the_reason_then_reconnects(remote
     assert "disconnected: the remote's output ended before the unit completed" in end.cause
     assert "COMMAND exited with status 137" in end.cause  # ssh passes on the kill
     assert not remote.connected
-    assert statuses(bytes(slot.out)) == {f"{WORK}.test_a": ("success", {"worker-3"})}
-    _release(project / "gate.fifo")
+    assert finals(bytes(slot.out)) == {f"{WORK}.test_a": ("success", {"worker-3"})}
+    release(project / "gate.fifo")
     again = Slot(remote, "batch2")
     remote.dispatch((f"{WORK}.test_b",))
     assert again.run() == WorkerEnd()
-    assert statuses(bytes(again.out)) == {f"{WORK}.test_b": ("success", {"worker-3"})}
+    assert finals(bytes(again.out)) == {f"{WORK}.test_b": ("success", {"worker-3"})}
 
 
 def test_a_command_that_fails_to_start_says_how(ssh_server):  # noqa: F811
@@ -180,13 +165,13 @@ def test_a_command_that_fails_to_start_says_how(ssh_server):  # noqa: F811
     assert slot.out == b"" and not worker.connected
 
 
-def test_cancel_reaches_the_remote_and_its_unit_completes(remote, project):
+def test_cancel_reaches_the_remote_and_its_unit_completes(remote, project):  # noqa: F811
     slot = Slot(remote)
     remote.dispatch((GATE, f"{WORK}.test_a"))
     assert slot.run(until=lambda out: _started(out, GATE)) is None
     remote.interrupt()
     assert slot.run() == WorkerEnd()
-    found = statuses(bytes(slot.out))
+    found = finals(bytes(slot.out))
     assert found == {GATE: ("fail", {"worker-3"})}  # test_a: not run, as the remote said
     traceback = [e for e in subunit_events(bytes(slot.out)) if e.get("file_name") == "traceback"]
     assert b"cancelled" in traceback[0]["file_bytes"]
