@@ -26,6 +26,7 @@ from sshfixture import (  # noqa: F401 - the fixtures
 
 from testserver.serve.poolworker import WorkerEnd
 from testserver.serve.remote import RemoteWorker
+from testserver.wire.batchtracking import Crash
 from testserver.wire.control import STDIN_WANTED, decode_control
 from testserver.wire.packets import decode_packets
 from testserver.wire.splitting import classify, split_packets
@@ -201,3 +202,10 @@ def _controls(out: bytes, name: str) -> list[dict]:
         if control is not None and control[0] == name:
             found.append(control[1])
     return found
+
+
+def test_a_crash_report_is_tagged_as_the_remote_packets_are(remote):
+    slot = Slot(remote)
+    crash = Crash("rbasic.x.X.test_x", "timed out", "testserver: the worker process ...\n")
+    remote.report_crash(crash)  # the session's ReportCrash after a kill
+    assert finals(bytes(slot.out)) == {"rbasic.x.X.test_x": ("fail", frozenset({"worker-3"}))}

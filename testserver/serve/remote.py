@@ -49,6 +49,8 @@ from testserver.wire.errors import LocalProtocolError, PacketError, RemoteProtoc
 from testserver.wire.events import Packet
 from testserver.wire.packets import PacketDecoder, encode_packet
 from testserver.wire.sessionerror import SessionError
+from testserver.wire.splitting import split_packets
+from testserver.wire.tagging import add_tag, tag_field
 
 READ_SIZE = 1 << 16
 """Bytes read per call from the remote's stdout or stderr (a Linux pipe holds 64 KiB)."""
@@ -105,6 +107,8 @@ class RemoteWorker:
         self._stdin_held = bytearray()
         self._stdin_eof = False
         self._killed = False
+        self._start_error: str | None = None
+        """Why COMMAND could not even be run (the unit ends lost at the next check)."""
         self._ending: float | None = None
         """When COMMAND's stdout ended: its exit is awaited until EXIT_WAIT_SECONDS later."""
         self._stderr_tail = b""
@@ -178,8 +182,14 @@ class RemoteWorker:
         """Send ``test_ids`` to the remote as one ``run-tests`` (connecting first if need be)."""
         if self._proc is not None and self._proc.poll() is not None:
             self._disconnect(wait=0)  # it went away while idle: start afresh
+        self._start_error = None
         if self._proc is None:
-            self.connect()
+            try:
+                self.connect()
+            except OSError as error:  # no shell, no fds: say so when the driver looks
+                self._start_error = f"could not be started ({error})"
+                self._unit = "unstarted"
+                return
         command = RunTests(self._session.new_id(), tuple(test_ids))
         self._unit = command.id
         self._send(command)
@@ -207,17 +217,24 @@ class RemoteWorker:
 
     def kill(self) -> None:
         """End COMMAND now (a timeout, or the cancel grace period passed); the unit ends
-        when its output does, with the remote lost."""
+        when its output does, as a worker's death (not a loss: the session fails the test)."""
         if self._proc is not None:
             self._killed = True
             _kill_group(self._proc.pid)
 
     def report_crash(self, crash: Crash) -> None:
         """Fail ``crash.victim`` with the tail of COMMAND's stderr as its stderr."""
-        reporter = PacketResult(self.write, subunit_version=self.subunit_version)
+        reporter = PacketResult(self._write_tagged, subunit_version=self.subunit_version)
         reporter.report_failure(
             crash.victim, crash.message, stderr=self._stderr_tail, inprogress=crash.synthetic
         )
+
+    def _write_tagged(self, data: bytes) -> None:
+        """Write whole packets, a test's tagged as this worker's when the pool tags."""
+        if self.tagged:
+            field = tag_field(self.name)
+            data = b"".join(add_tag(raw, field) for raw in split_packets(bytearray(data)))
+        self.write(data)
 
     def report_leftover(self) -> None:
         """Nothing to write: the remote reported its own output outside tests."""
@@ -257,10 +274,15 @@ class RemoteWorker:
 
     def exit_check_deadline(self) -> float | None:
         """While COMMAND's exit is awaited (its stdout ended), when to look again."""
+        if self._start_error is not None:
+            return time.monotonic()
         return None if self._ending is None else time.monotonic() + EXIT_POLL_SECONDS
 
     def check_exit(self) -> WorkerEnd | None:
         """The unit's end once COMMAND exited (or would not, EXIT_WAIT_SECONDS on)."""
+        if self._start_error is not None:
+            why, self._start_error, self._unit = self._start_error, None, None
+            return WorkerEnd(self._describe(why), lost=True)
         if self._ending is None or self._proc is None:
             return None
         if self._proc.poll() is None and time.monotonic() < self._ending + EXIT_WAIT_SECONDS:
