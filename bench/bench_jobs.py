@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -53,7 +54,8 @@ def write_suite(root: Path, name: str, modules: dict[str, str]) -> Path:
     """Write package ``name`` with ``modules`` under ``root/name``; the suite directory."""
     suite = root / name
     package = suite / name
-    package.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(package, ignore_errors=True)  # no module of an earlier, larger suite
+    package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     for module, text in modules.items():
         (package / f"{module}.py").write_text(text)

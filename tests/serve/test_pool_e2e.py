@@ -10,6 +10,7 @@ fixture run once, ``stdin`` routed to the test that waits; one-shot ``-j 2`` aga
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -30,8 +31,14 @@ FIX = "pooltests.test_fixture.WithSetUpClass."
 F = "pooltests.test_faults."
 
 
-def serve(*args: str, faults: str = "", env: dict | None = None) -> ServerProcess:
-    return ServerProcess(PROJECT, *LOAD, *args, env={"POOL_FAULTS": faults, **(env or {})})
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project, out of this repository: no timing history orders its units."""
+    return project_copy(PROJECTS / PROJECT, tmp_path / "project")
+
+
+def serve(project: Path, *args: str, faults: str = "", env: dict | None = None) -> ServerProcess:
+    return ServerProcess(project, *LOAD, *args, env={"POOL_FAULTS": faults, **(env or {})})
 
 
 def by_test(raw: bytes, *, strict: bool = True) -> dict[str, list[dict]]:
@@ -59,8 +66,8 @@ def final(events: list[dict]) -> str:
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
-def test_every_test_runs_once_tagged_with_its_worker(jobs: int) -> None:
-    server = serve("-j", str(jobs))
+def test_every_test_runs_once_tagged_with_its_worker(project: Path, jobs: int) -> None:
+    server = serve(project, "-j", str(jobs))
     try:
         assert server.hello["jobs"] == jobs
         ids = server.request(ListTests("l")).statuses()
@@ -79,8 +86,8 @@ def test_every_test_runs_once_tagged_with_its_worker(jobs: int) -> None:
         server.kill()
 
 
-def test_one_worker_writes_no_tags() -> None:
-    server = serve("-j", "1")
+def test_one_worker_writes_no_tags(project: Path) -> None:
+    server = serve(project, "-j", "1")
     try:
         assert server.hello["jobs"] == 1
         transcript = server.request(RunTests("r", (M + "test_00", M + "test_01")))
@@ -89,9 +96,9 @@ def test_one_worker_writes_no_tags() -> None:
         server.kill()
 
 
-def test_a_class_fixture_runs_once_in_one_worker(tmp_path: Path) -> None:
+def test_a_class_fixture_runs_once_in_one_worker(project: Path, tmp_path: Path) -> None:
     log = tmp_path / "setupclass.log"
-    server = serve("-j", "3", env={"POOL_FIXTURE_LOG": str(log)})
+    server = serve(project, "-j", "3", env={"POOL_FIXTURE_LOG": str(log)})
     try:
         ids = tuple(sorted(i for i in server.request(ListTests("l")).statuses() if "Hang" not in i))
         transcript = server.request(RunTests("r", ids))
@@ -101,8 +108,8 @@ def test_a_class_fixture_runs_once_in_one_worker(tmp_path: Path) -> None:
         server.kill()
 
 
-def test_a_crash_fails_its_test_and_the_rest_of_its_unit_runs_elsewhere() -> None:
-    server = serve("-j", "2", faults="crash")
+def test_a_crash_fails_its_test_and_the_rest_of_its_unit_runs_elsewhere(project: Path) -> None:
+    server = serve(project, "-j", "2", faults="crash")
     try:
         crash = (F + "Crash.test_a_crash", F + "Crash.test_b_after", F + "Crash.test_c_after")
         ids = (*crash, *(M + f"test_{n:02d}" for n in range(6)))
@@ -123,8 +130,8 @@ def test_a_crash_fails_its_test_and_the_rest_of_its_unit_runs_elsewhere() -> Non
         server.kill()
 
 
-def test_a_hung_test_times_out_and_the_rest_of_its_unit_runs() -> None:
-    server = serve("-j", "2", "--timeout", "2", faults="hang")
+def test_a_hung_test_times_out_and_the_rest_of_its_unit_runs(project: Path) -> None:
+    server = serve(project, "-j", "2", "--timeout", "2", faults="hang")
     try:
         ids = (F + "Hang.test_a_hang", F + "Hang.test_b_after", M + "test_00", M + "test_01")
         transcript = server.request(RunTests("r", ids))
@@ -137,8 +144,8 @@ def test_a_hung_test_times_out_and_the_rest_of_its_unit_runs() -> None:
 
 
 @pytest.mark.parametrize("how", ["cancel", "SIGINT"])
-def test_a_cancel_stops_every_worker_of_the_batch(how: str) -> None:
-    server = serve("-j", "2", faults="block")
+def test_a_cancel_stops_every_worker_of_the_batch(project: Path, how: str) -> None:
+    server = serve(project, "-j", "2", faults="block")
     try:
         blocked = (F + "Block.test_block_1", F + "Block.test_block_2")
         ids = (*blocked, *(M + f"test_{n:02d}" for n in range(4)))
@@ -168,8 +175,8 @@ def test_a_cancel_stops_every_worker_of_the_batch(how: str) -> None:
         server.kill()
 
 
-def test_stdin_goes_to_the_test_that_waits_while_the_others_go_on() -> None:
-    server = serve("-j", "2", faults="stdin")
+def test_stdin_goes_to_the_test_that_waits_while_the_others_go_on(project: Path) -> None:
+    server = serve(project, "-j", "2", faults="stdin")
     try:
         reader = F + "Input.test_readline"
         ids = (reader, *(M + f"test_{n:02d}" for n in range(6)))
@@ -201,9 +208,7 @@ def test_oneshot_jobs_2_gives_what_subunit_run_gives() -> None:
     assert {worker_of(e, 2) for e in ours_by_test.values()} == {"worker-0", "worker-1"}
 
 
-def test_testserver_run_jobs_2_spreads_the_run_and_records_the_times(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project_copy(PROJECTS / PROJECT, project)
+def test_testserver_run_jobs_2_spreads_the_run_and_records_the_times(project: Path) -> None:
     command = [sys.executable, "-m", "testserver", "run", "-j", "2", "--no-daemon", *LOAD]
     done = subprocess.run(
         [*command, "--format", "subunit", "-k", "Many"],
@@ -219,3 +224,21 @@ def test_testserver_run_jobs_2_spreads_the_run_and_records_the_times(tmp_path: P
     bad = subprocess.run([*command, "-j", "0"], cwd=project, capture_output=True)
     assert bad.returncode == 2
     assert b"--jobs: the number of workers must be 1 to 256, not 0" in bad.stderr
+
+
+def test_the_longest_test_by_the_projects_history_starts_early(project: Path) -> None:
+    ids = tuple(M + f"test_{n:02d}" for n in range(12))
+    times = dict.fromkeys(ids, 0.001) | {M + "test_09": 5.0}
+    history = project / ".testserver" / "times.json"
+    history.parent.mkdir()
+    history.write_text(json.dumps({"version": 1, "times": times}))
+    server = serve(project, "-j", "2")
+    try:
+        transcript = server.request(RunTests("r", ids))
+        started = [p.test_id for p in transcript.packets if p.status == "inprogress"]
+        assert sorted(started) == sorted(ids)
+        # Each worker's first unit is a short test, for a result at once; the next is the
+        # longest (in request order it would be the tenth).
+        assert started.index(M + "test_09") <= 2, started
+    finally:
+        server.kill()

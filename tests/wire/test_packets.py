@@ -485,6 +485,8 @@ SESSION_CORE = [
     "sessionerror.py",
     "serversession.py",
     "clientsession.py",
+    "units.py",
+    "tagging.py",
 ]
 """The pure session core: held to the same rule as the codec."""
 

@@ -11,8 +11,9 @@ and warms up while it waits (:func:`_warm_up`), so that the batch does not pay f
 first pass through the result chain either. A standby that died while idle is replaced.
 
 Parent and child talk over four pipes: ``control`` (parent -> child: one ``run-tests``
-frame), ``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*``
-control events that are never forwarded), ``cancel`` (parent -> child: a byte that says the
+frame; for a ``--jobs`` pool's worker one per unit, until the parent closes it),
+``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*`` control
+events that are never forwarded), ``cancel`` (parent -> child: a byte that says the
 next SIGINT is a cancel, not the test's own) and ``stdin`` (parent -> child: bytes of
 ``stdin`` commands). Captured output goes to two temporary files that the parent can read
 after a crash. All of them are private descriptors (:mod:`testserver.engine.fds`); before it runs a
