@@ -118,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
         "one per CPU); each test's packets then carry the tag worker-K",
     )
     parser.add_argument(
+        "--worker-command",
+        dest="worker_commands",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="add a remote worker: COMMAND (run by the shell) starts `python -m testserver "
+        "--serve ...` elsewhere and speaks the protocol over its stdin and stdout, e.g. "
+        "\"ssh host 'cd src && python3 -m testserver --serve -s tests'\"; repeatable, with "
+        "--jobs (0: remote workers only); see spec/remote-workers.md",
+    )
+    parser.add_argument(
         "--subunit-version",
         choices=SUBUNIT_VERSIONS,
         default="2.1",
@@ -206,9 +217,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     from testserver.scheduling.jobs import available_cpus, parse_jobs
 
     try:
-        args.jobs = parse_jobs(args.jobs, available_cpus())
+        if args.jobs == "0" and not args.worker_commands:
+            raise ValueError("0 local workers needs at least one --worker-command")
+        args.jobs = 0 if args.jobs == "0" else parse_jobs(args.jobs, available_cpus())
     except ValueError as error:
         parser.error(f"--jobs: {error}")
+    args.worker_commands = tuple(args.worker_commands)
+    if args.worker_commands and args.isolation == "none":
+        parser.error("--worker-command needs --isolation fork: remote workers join a pool")
+    for command in args.worker_commands:
+        if not command.strip():
+            parser.error("--worker-command: the command is empty")
     if args.jobs > 1 and args.isolation == "none":
         parser.error("--jobs needs --isolation fork: workers are forked from the loaded suite")
     args.load = LoadSpec(
@@ -298,6 +317,7 @@ def _serve(args: argparse.Namespace, index, channel, argv: list[str]) -> int:
         subtests=args.subtests,
         timeout=args.timeout,
         jobs=args.jobs,
+        worker_commands=args.worker_commands,
         history_root=history_root(args.load),
         max_payload=args.max_payload,
         argv=argv,
@@ -389,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             subtests=args.subtests,
             timeout=args.timeout,
             jobs=args.jobs,
-            history_root=history_root(args.load) if args.jobs > 1 else None,
+            worker_commands=args.worker_commands,
+            history_root=history_root(args.load)
+            if args.jobs + len(args.worker_commands) > 1
+            else None,
         ),
     )

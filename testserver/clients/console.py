@@ -268,6 +268,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="fail a test that runs longer"
     )
+    group.add_argument(
+        "--worker-command",
+        dest="worker_commands",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="also run tests on a remote testserver that COMMAND starts (e.g. ssh host "
+        "'cd src && python3 -m testserver --serve -s tests'); repeatable",
+    )
 
 
 def add_output_arguments(
@@ -311,6 +320,8 @@ def server_arguments(args: argparse.Namespace) -> list[str]:
     ):
         if value is not None:
             argv += [flag, str(value)]
+    for command in getattr(args, "worker_commands", ()):
+        argv += ["--worker-command", command]
     return argv
 
 

@@ -27,6 +27,7 @@ from testserver.serve import reaping
 from testserver.serve.batch import WorkerBatch, run_in_process
 from testserver.serve.channel import PrivateChannel
 from testserver.serve.poolworker import Feed, PoolWorker, WorkerEnd, Write, worker_name
+from testserver.serve.remote import RemoteWorker
 from testserver.serve.worker import WorkerOptions, WorkerSpawner, write_all
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.serversession import ServerSession, State
@@ -74,7 +75,9 @@ class RunOptions(Protocol):
     subtests: str
     timeout: float | None
     jobs: int
-    """Workers per batch (``--jobs``)."""
+    """Local workers per batch (``--jobs``; 0 with remote workers only)."""
+    worker_commands: tuple[str, ...]
+    """``--worker-command``: one remote worker each, numbered after the local ones."""
     history_root: str | None
     """The project root whose timing history orders a ``--jobs`` batch, if known."""
 
@@ -102,12 +105,19 @@ class SessionDriver:
         standby: bool,
     ) -> None:
         in_process = options.isolation == "none"
+        self.remotes = {
+            options.jobs + k: RemoteWorker(
+                command, options.jobs + k, subunit_version=options.subunit_version, log=channel.log
+            )
+            for k, command in enumerate(options.worker_commands)
+        }
+        """The ``--worker-command`` workers, by number; connected while the server runs."""
         self.session = ServerSession(
             can_reload=can_reload,
             in_process=in_process,
             timeout=None if in_process else options.timeout,  # nothing to kill in process
             generation=generation,
-            jobs=1 if in_process else options.jobs,
+            jobs=1 if in_process else options.jobs + len(self.remotes),
             units=self._units,
         )
         self.history_root = options.history_root
@@ -127,6 +137,7 @@ class SessionDriver:
                 subtests=options.subtests,
             ),
             suite_fds=channel.suite_fds.still_open,
+            keep=self._remote_pids,
         )
         self.slots: dict[int, PoolWorker] = {}
         """The pool of the running batch: worker number -> its slot."""
@@ -158,7 +169,11 @@ class SessionDriver:
         return list(command.test_ids) if command.test_ids else list(self.index.ids)
 
     def make_worker(self, number: int, write: Write, feed: Feed) -> PoolWorker:
-        """Slot ``number`` of the running batch's pool: a forked local worker."""
+        """Slot ``number`` of the running batch's pool: a forked local worker, or a remote
+        one (numbered after the local ones) attached to this batch."""
+        remote = self.remotes.get(number)
+        if remote is not None:
+            return remote.attach(self._command_id, write, feed, tagged=self.session.jobs > 1)
         return WorkerBatch(
             self._command_id,
             self.spawner,
@@ -237,6 +252,9 @@ class SessionDriver:
         batch = self.session.current
         if end.cause is None:
             actions = self.session.unit_ended(number)
+        elif end.lost:
+            self.channel.log(f"{worker_name(number)} lost: {end.cause}")
+            actions = self.session.worker_lost(end.cause, time.monotonic(), number)
         else:
             actions = self.session.worker_died(end.cause, time.monotonic(), number)
             if not any(isinstance(a, ReportCrash) for a in actions):
@@ -250,6 +268,18 @@ class SessionDriver:
         slots, self.slots = self.slots, {}
         for slot in slots.values():
             slot.close()
+
+    def _remote_pids(self) -> list[int]:
+        """The local pids of the remote workers' commands: children the sweep must spare."""
+        pids = (remote.pid() for remote in self.remotes.values())
+        return [pid for pid in pids if pid is not None]
+
+    def close_remotes(self) -> None:
+        """Send every connected remote ``quit`` and end its command (the server exits)."""
+        for remote in self.remotes.values():
+            remote.request_quit()  # all at once: they exit side by side
+        for remote in self.remotes.values():
+            remote.shutdown()
 
     # -- actions -------------------------------------------------------------------------
 

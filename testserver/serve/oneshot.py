@@ -42,6 +42,7 @@ class OneShotOptions:
     subtests: str = "report"
     timeout: float | None = None
     jobs: int = 1
+    worker_commands: tuple[str, ...] = ()
     history_root: str | None = None
 
 
@@ -57,7 +58,8 @@ def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptio
     reaping.become_subreaper()  # orphans of tests come back here, to be ended
     completion = OneShotRun(index, channel, options, ids).run_batch()
     reporter = PacketResult(write, subunit_version=version)
-    _report_not_run(reporter, completion["not_run"], completion["status"] == "cancelled")
+    cancelled = completion["status"] == "cancelled"
+    _report_not_run(reporter, completion["not_run"], cancelled, completion.get("lost", []))
     return 0 if completion["status"] == "ok" else EXIT_NOT_RUN
 
 
@@ -86,6 +88,7 @@ class OneShotRun(SessionDriver):
             self.run()
         finally:
             self._restore_signals()
+            self.close_remotes()
             self.spawner.close()  # waits for the worker and ends every process its tests left
         assert self.completion is not None
         return self.completion
@@ -120,8 +123,11 @@ def _list(index: TestIndex, ids: list[str], write: PacketWriter, version: str) -
     return EXIT_IMPORT_ERRORS
 
 
-def _report_not_run(result: PacketResult, not_run: list[str], cancelled: bool) -> None:
-    """An explicit failing record for each requested test that did not run.
+def _report_not_run(
+    result: PacketResult, not_run: list[str], cancelled: bool, lost: list[str]
+) -> None:
+    """An explicit failing record for each requested test that did not run (``lost``: the
+    remote workers lost in the run, and why).
 
     Consumers of ``subunit.run`` streams (testr, stestr, subunit2junitxml) know no
     "not run": without a record they would count nothing, and the run would look green.
@@ -133,6 +139,12 @@ def _report_not_run(result: PacketResult, not_run: list[str], cancelled: bool) -
             "the run ended without a result for it: its class or module fixture failed "
             "(reported as its own error), or something replaced or broke unittest's "
             "TestCase.run"
+        )
+    if lost and not cancelled:
+        reason = (
+            "the run ended without a result for it: no worker was left to run it (lost: "
+            + "; ".join(lost)
+            + "), or its class or module fixture failed"
         )
     for test_id in dict.fromkeys(not_run):
         result.report_failure(test_id, f"testserver: this test was not run: {reason}.\n")

@@ -47,9 +47,14 @@ Feed = Callable[[bytes], Kind]
 
 @dataclass(frozen=True, slots=True)
 class WorkerEnd:
-    """A slot's unit is over: ``cause`` says how its process died, ``None``: it finished."""
+    """A slot's unit is over: ``cause`` says how its process died, ``None``: it finished.
+
+    ``lost``: the worker went away through no test's fault (a remote's connection ended):
+    no test fails, its unit's unfinished tests run elsewhere, the slot is not used again in
+    this batch."""
 
     cause: str | None = None
+    lost: bool = False
 
 
 def worker_name(number: int) -> str:

@@ -66,6 +66,8 @@ class ServerOptions:
     subtests: str = "report"
     timeout: float | None = None
     jobs: int = 1
+    worker_commands: tuple[str, ...] = ()
+    """``--worker-command``: a remote worker each (``spec/remote-workers.md``)."""
     history_root: str | None = None
     """The project root whose timing history orders a ``--jobs`` batch."""
     max_payload: int = DEFAULT_MAX_PAYLOAD
@@ -146,6 +148,7 @@ class Server(SessionDriver):
             self.channel.log(f"internal error, exiting:\n{traceback.format_exc()}")
             raise
         finally:
+            self.close_remotes()
             self.spawner.close()
             self._restore_signals()
             if self.reloader is not None:
@@ -286,6 +289,7 @@ class Server(SessionDriver):
         fd, path = tempfile.mkstemp(prefix="testserver-resume-")
         write_all(fd, b"".join(pending))
         os.close(fd)
+        self.close_remotes()
         self.spawner.close()
         if self.reloader is not None:
             self.reloader.close()

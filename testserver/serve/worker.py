@@ -221,8 +221,11 @@ class WorkerSpawner:
         options: WorkerOptions,
         *,
         suite_fds: Callable[[], Iterable[int]] = tuple,
+        keep: Callable[[], Iterable[int]] = tuple,
     ) -> None:
         self.index = index
+        self._keep = keep
+        """Pids of other children of the server that the sweep spares (remote workers)."""
         self.options = options
         self._suite_fds = suite_fds
         """The descriptors that tests own (see :class:`testserver.engine.fds.SuiteFds`)."""
@@ -297,6 +300,7 @@ class WorkerSpawner:
 
     def _known_pids(self) -> set[int]:
         known = {worker.pid for worker in self._live}
+        known.update(self._keep())
         known.update(worker.pid for worker in self._exiting)
         if self._standby is not None:
             known.add(self._standby.pid)
@@ -313,7 +317,7 @@ class WorkerSpawner:
             worker.reap()
         self._exiting.clear()
         self._sweep_pending = False
-        reaping.sweep(set())
+        reaping.sweep(set(self._keep()))
 
     def _spawn(self) -> WorkerHandle:
         control_r, control_w = private_pipe()

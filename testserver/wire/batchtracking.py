@@ -59,6 +59,8 @@ class BatchResult:
     not_run: tuple[str, ...]
     crashes: tuple[str, ...]
     message: str | None = None
+    lost: tuple[str, ...] = ()
+    """One ``"worker-K: why"`` per remote worker lost during the batch."""
 
     def fields(self) -> dict[str, Any]:
         """The completion fields, in the order the server writes them."""
@@ -70,6 +72,8 @@ class BatchResult:
         }
         if self.crashes:
             fields["crashes"] = list(self.crashes)
+        if self.lost:
+            fields["lost"] = list(self.lost)
         return fields
 
 
@@ -85,10 +89,16 @@ def unsatisfied(requested: list[str], finished: collections.Counter[str]) -> lis
     return missing
 
 
-def incomplete_message(not_run: int, unknown: int) -> str:
+def incomplete_message(not_run: int, unknown: int, lost: int = 0) -> str:
     """Why a batch that ran to its end is ``incomplete``."""
     parts = []
-    if not_run:
+    if not_run and lost:
+        parts.append(
+            f"{not_run} requested test(s) got no result: {lost} worker(s) were lost and no "
+            "other worker could run them (see lost), or their class or module fixture failed "
+            "(see not_run)"
+        )
+    elif not_run:
         parts.append(
             f"{not_run} requested test(s) got no result: their class or module fixture "
             "failed (reported as its own error), or something replaced or broke unittest's "
@@ -133,6 +143,7 @@ class BatchTracker:
         self.ran = 0
         self.outcomes = dict.fromkeys(sorted(FINAL_STATUSES), 0)
         self.crashes: list[str] = []
+        self.lost: list[str] = []
         self.finished: collections.Counter[str] = collections.Counter()
 
     # -- worker 0's lane, the whole batch with one worker --------------------------------
@@ -225,6 +236,18 @@ class BatchTracker:
         self.ended(victim, "fail", worker)
         return crash
 
+    def worker_lost(self, worker: int, name: str, reason: str) -> list[str]:
+        """``worker`` (a remote) was lost before its unit completed, through no test's fault:
+        no test fails; the one it ran is left without a result. Returns the ids of its unit
+        that got a result (or were skipped past), which are not run again."""
+        lane = self.lanes[worker]
+        done = lane.tests[: lane.position]
+        if lane.current is not None and done and done[-1] == lane.current:
+            done.pop()  # it started, its result never came: it may run elsewhere
+        lane.current = None
+        self.lost.append(f"{name}: {reason}")
+        return done
+
     def passed(self, worker: int) -> list[str]:
         """The ids of ``worker``'s unit it started or skipped past: never run again."""
         lane = self.lanes[worker]
@@ -272,7 +295,8 @@ class BatchTracker:
             status = "cancelled"
             message = INTERRUPTED_MESSAGE if interrupted else CANCELLED_MESSAGE
         elif not_run or self.unknown:
-            status, message = "incomplete", incomplete_message(len(not_run), len(self.unknown))
+            status = "incomplete"
+            message = incomplete_message(len(not_run), len(self.unknown), len(self.lost))
         else:
             status, message = "ok", None
         return BatchResult(
@@ -283,4 +307,5 @@ class BatchTracker:
             not_run,
             tuple(self.crashes),
             message,
+            tuple(self.lost),
         )

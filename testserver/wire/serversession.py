@@ -296,6 +296,24 @@ class ServerSession:
             actions += self._next_unit(worker)
         return self._settle(actions + self._maybe_end(), Event.WORKER_DIED, self._target())
 
+    def worker_lost(self, reason: str, now: float, worker: int) -> list[Action]:
+        """``worker`` (a remote) is gone before its unit completed (``reason``: why, in
+        words), through no test's fault: no test fails, the tests of its unit without a
+        result go to the other workers (or are not run, when none is left), and it gets no
+        more units in this batch. The completion lists it in ``lost``."""
+        self._check(Event.WORKER_DIED)
+        tracker, source = self.tracker, self.source
+        assert tracker is not None and source is not None
+        self._release(worker, Event.WORKER_DIED)
+        name = _name(worker)
+        done = tracker.worker_lost(worker, name, reason)
+        actions: list[Action] = []
+        if not self.cancelled:
+            why = f"{name} was lost ({reason})"
+            for unit in source.worker_lost(worker, done, reason=why, replacing=False):
+                actions.append(self._dispatch(_worker_of(unit), unit.ids))
+        return self._settle(actions + self._maybe_end(), Event.WORKER_DIED, self._target())
+
     def unit_ended(self, worker: int = 0) -> list[Action]:
         """``worker`` ran its unit to its end: it gets the next unit, or the batch ends."""
         self._check(Event.UNIT_ENDED)
