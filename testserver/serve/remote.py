@@ -44,6 +44,7 @@ from testserver.wire.clientsession import (
     StreamPacket,
 )
 from testserver.wire.commands import Cancel, Command, Quit, RunTests, Stdin
+from testserver.wire.constants import READ_SIZE
 from testserver.wire.control import STDIN_WANTED, encode_control
 from testserver.wire.errors import LocalProtocolError, PacketError, RemoteProtocolError
 from testserver.wire.events import Packet
@@ -51,9 +52,6 @@ from testserver.wire.packets import PacketDecoder, encode_packet
 from testserver.wire.sessionerror import SessionError
 from testserver.wire.splitting import split_packets
 from testserver.wire.tagging import add_tag, tag_field
-
-READ_SIZE = 1 << 16
-"""Bytes read per call from the remote's stdout or stderr (a Linux pipe holds 64 KiB)."""
 
 STDERR_TAIL_BYTES = 2048
 """Bytes of COMMAND's stderr kept for the reason of a loss: an ssh error or a traceback."""
