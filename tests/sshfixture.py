@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import PROJECTS, project_copy
+from serverproc import copy_project
 from subunit_reader import read_with_subunit
 
 SERVER_SCRIPT = Path(__file__).parent / "sshserver.py"
@@ -108,7 +108,7 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
     """A copy of ``remote_basic`` with its gate FIFO; the gate is released at the end."""
-    copy = project_copy(PROJECTS / "remote_basic", tmp_path / "remote_basic")
+    copy = copy_project("remote_basic", tmp_path)
     os.mkfifo(copy / "gate.fifo")
     yield copy
     release(copy / "gate.fifo")
