@@ -105,10 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--isolation",
-        choices=("fork", "none"),
-        default="fork",
-        help="fork: run each batch in a child of the loaded process, so a crashing test is "
-        "reported and the server survives (default); none: run in-process",
+        choices=("worker", "fork", "none"),
+        default="worker",
+        help="worker (default): run batches in a child of the loaded process, reused for the "
+        "next batch while batches pass and leave no state behind that it can see; fork: a "
+        "fresh child, a pristine copy of the loaded process, for every batch; none: in-process. "
+        "Both children survive a crashing test",
     )
     parser.add_argument(
         "--subunit-version",
@@ -361,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         OneShotOptions(
             list_only=args.list,
             test_ids=ids,
-            isolation=args.isolation,
+            isolation="fork" if args.isolation == "worker" else args.isolation,  # one batch
             subunit_version=args.subunit_version,
             subtests=args.subtests,
             timeout=args.timeout,

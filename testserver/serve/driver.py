@@ -112,6 +112,7 @@ class SessionDriver:
                 subunit_version=options.subunit_version,
                 interactive_stdin=interactive_stdin,
                 subtests=options.subtests,
+                reuse=options.isolation == "worker",
             ),
             suite_fds=channel.suite_fds.still_open,
         )
@@ -255,7 +256,7 @@ class SessionDriver:
                 reporter.report_missing(test_id)
         self._found = found if self.isolation == "none" else []  # no test objects kept
         self.batch = None
-        if self.isolation == "fork":
+        if self.isolation != "none":
             self.batch = WorkerBatch(
                 command.id, self.spawner, self.write, self._feed, subunit_version=self.version
             )

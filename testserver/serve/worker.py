@@ -10,11 +10,18 @@ A standby child is forked ahead of time (after each batch), so that a request pa
 and warms up while it waits (:func:`_warm_up`), so that the batch does not pay for its
 first pass through the result chain either. A standby that died while idle is replaced.
 
-Parent and child talk over four pipes: ``control`` (parent -> child: one ``run-tests``
-frame), ``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*``
-control events that are never forwarded), ``cancel`` (parent -> child: a byte that says the
-next SIGINT is a cancel, not the test's own) and ``stdin`` (parent -> child: bytes of
-``stdin`` commands). Captured output goes to two temporary files that the parent can read
+With ``--isolation worker`` (:attr:`WorkerOptions.reuse`) a worker is not used up by its
+batch: after its done event it waits on its control pipe for the next one, and the spawner
+parks it as the standby (:meth:`WorkerSpawner.keep`). Its done event says whether it is fit
+for another batch: ``dirty`` is ``None`` after a clean batch (no failure, error or unexpected
+success, no cancel, and no change that :mod:`testserver.serve.workerstate` can see), else
+the reason in words. A reload drops the parked worker (:meth:`WorkerSpawner.discard_standby`).
+
+Parent and child talk over four pipes: ``control`` (parent -> child: ``run-tests`` frames,
+one per batch), ``events`` (child -> parent: subunit packets, plus the internal
+``testserver.worker-done`` event, never forwarded), ``cancel`` (parent -> child: a byte
+that says the next SIGINT is a cancel, not the test's own) and ``stdin`` (parent -> child:
+bytes of ``stdin`` commands). Captured output goes to two temporary files that the parent can read
 after a crash. All of them are private descriptors (:mod:`testserver.engine.fds`); before it runs a
 test the child closes every descriptor the tests do not own, so a test sees the descriptor
 table of a plain interpreter, and the parent checks every packet it reads (signature, length,
@@ -48,6 +55,7 @@ from testserver.engine.running import run_tests
 from testserver.engine.stdin import install_stdin
 from testserver.engine.subtests import packet_result
 from testserver.serve import reaping
+from testserver.serve.workerstate import WorkerState
 from testserver.wire.commands import RunTests
 from testserver.wire.control import STDIN_WANTED, encode_control
 from testserver.wire.framing import FrameDecoder, encode_command
@@ -91,6 +99,8 @@ class WorkerOptions:
     """True: a test's stdin is a pipe fed by ``stdin`` commands. False: it reads end of input."""
     subtests: str = "report"
     """How subtests are reported: ``report`` or ``fold`` (see :mod:`testserver.engine.subtests`)."""
+    reuse: bool = False
+    """True (``--isolation worker``): a worker waits for another batch after its done event."""
 
 
 class WorkerHandle:
@@ -105,6 +115,8 @@ class WorkerHandle:
         stdin_w: int | None,
         capture_fds: tuple[int, int],
         token: str,
+        *,
+        reusable: bool = False,
     ) -> None:
         self.pid = pid
         self.control_w = control_w
@@ -114,6 +126,10 @@ class WorkerHandle:
         self.capture_fds = capture_fds
         self.token = token
         """Sent back in the worker's done event, which a test cannot forge by accident."""
+        self.reusable = reusable
+        """The child waits for another batch after its done event (else it exits)."""
+        self.batches = 0
+        """Batches dispatched to this worker."""
         self.status: int | None = None
         self.pidfd = _pidfd(pid)
         """Readable once the worker has exited (Linux 5.3+), else -1."""
@@ -132,13 +148,15 @@ class WorkerHandle:
     def dispatch(self, command_id: str, test_ids: Iterable[str]) -> None:
         """Send the child its batch; the child starts running at once."""
         frame = encode_command(RunTests(command_id, tuple(test_ids)))
+        self.batches += 1
         try:
             write_all(self.control_w, frame)
         except BrokenPipeError:
             pass  # it died just now: the caller sees its events pipe end, as for any crash
         finally:
-            os.close(self.control_w)
-            self.control_w = -1
+            if not self.reusable:  # end of input: the child exits after this batch
+                os.close(self.control_w)
+                self.control_w = -1
 
     def signal(self, number: int) -> None:
         """Send ``number`` to the child, if it is still there."""
@@ -237,20 +255,33 @@ class WorkerSpawner:
             worker = None
         return worker if worker is not None else self._spawn()
 
+    def keep(self, worker: WorkerHandle) -> None:
+        """Park ``worker``, which finished a clean batch, as the standby for the next one
+        (unless a standby is waiting already: then ``worker`` is retired). Processes its
+        tests orphaned (re-parented here, see :mod:`~testserver.serve.reaping`) are swept
+        before the next batch."""
+        self._sweep_pending = True
+        if self._standby is None:
+            self._standby = worker
+        else:
+            worker.kill_group()
+            self.retire(worker)
+
     def prepare_standby(self) -> None:
         """Fork the standby worker now, so that the next batch starts without a fork."""
         if self._standby is None:
             self._standby = self._spawn()
 
     def discard_standby(self) -> None:
-        """Drop the standby worker (its copy of the suite is stale after a reload).
+        """Drop the standby worker (its copy of the suite is stale after a reload), a
+        parked reused one too.
 
-        It is killed and reaped later, so that the next batch need not wait for a large
-        process to be torn down.
+        It is killed with its process group and reaped later, so that the next batch need
+        not wait for a large process to be torn down.
         """
         worker, self._standby = self._standby, None
         if worker is not None:
-            worker.signal(signal.SIGKILL)
+            worker.kill_group()
             self.retire(worker)
 
     def release(self, worker: WorkerHandle) -> None:
@@ -260,9 +291,9 @@ class WorkerSpawner:
         self._sweep_pending = True
 
     def retire(self, worker: WorkerHandle) -> None:
-        """``worker`` finished its batch: kill what is left of its process group, close our
-        ends, and reap it (and sweep the orphans its tests left) without waiting now."""
-        worker.kill_group()
+        """``worker``, killed with its process group (:meth:`WorkerHandle.kill_group`), is
+        done with: close our ends, and reap it (and sweep the orphans its tests left)
+        without waiting now."""
         worker.close_fds()
         self._live.discard(worker)
         self._exiting.append(worker)
@@ -276,7 +307,8 @@ class WorkerSpawner:
         return self._sweep_pending
 
     def reap_exited(self) -> None:
-        """Reap retired workers that have exited; once all have, kill the orphans left."""
+        """Reap retired workers that have exited, and kill the orphans left (again once
+        every retired worker has exited: the orphans of its tests come here then)."""
         still = []
         for worker in self._exiting:
             try:
@@ -288,8 +320,8 @@ class WorkerSpawner:
             else:
                 worker.status = status
         self._exiting = still
-        if self._sweep_pending and not still:
-            self._sweep_pending = False
+        if self._sweep_pending:
+            self._sweep_pending = bool(still)
             reaping.sweep(self._known_pids())
 
     def _known_pids(self) -> set[int]:
@@ -336,7 +368,10 @@ class WorkerSpawner:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         for fd in (control_r, events_w, cancel_r, stdin_r):
             os.close(fd)
-        worker = WorkerHandle(pid, control_w, events_r, cancel_w, stdin_w, capture_fds, token)
+        worker = WorkerHandle(
+            pid, control_w, events_r, cancel_w, stdin_w, capture_fds, token,
+            reusable=self.options.reuse,
+        )  # fmt: skip
         self._live.add(worker)
         return worker
 
@@ -393,10 +428,17 @@ def _child_main(
         if options.interactive_stdin:
             install_stdin(0, announcer)
         _warm_up(index, options, capture)  # while idle: the batch need not pay for it
-        command = _read_batch(fds.control_r)
-        if command is not None:
-            cancel = CancelPipe(fds.cancel_r)
-            _run_batch(index, options, command, fds.events_w, capture, cancel, token, announcer)
+        baseline = WorkerState.capture() if options.reuse else None
+        decoder = FrameDecoder()
+        cancel = CancelPipe(fds.cancel_r)
+        while (command := _read_batch(decoder, fds.control_r, keep=options.reuse)) is not None:
+            dirty = _run_batch(index, options, command, fds.events_w, capture, cancel, announcer)
+            if baseline is not None and dirty is None:
+                dirty = WorkerState.capture().changed_since(baseline)
+            body = {"token": token, "dirty": dirty}
+            write_all(fds.events_w, encode_control(WORKER_DONE, body, timestamp_ns=time.time_ns()))
+            if baseline is None:
+                break  # --isolation fork: one batch per worker
     except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup
         code = 70
         try:
@@ -476,12 +518,14 @@ class CancelPipe:
         return self.cancelled
 
 
-def _read_batch(control_r: int) -> RunTests | None:
-    decoder = FrameDecoder()
+def _read_batch(decoder: FrameDecoder, control_r: int, *, keep: bool) -> RunTests | None:
+    """The next batch from the server; None at end of input. Without ``keep`` the control
+    pipe is closed once the batch is read: a worker that runs one batch needs no more."""
     while True:
         event = decoder.next_event()
         if isinstance(event, RunTests):
-            os.close(control_r)
+            if not keep:
+                os.close(control_r)
             return event
         if event is END_OF_INPUT:
             return None
@@ -496,9 +540,10 @@ def _run_batch(
     events_w: int,
     capture: OutputCapture,
     should_stop: CancelPipe,
-    token: str,
     announcer: _WaitAnnouncer,
-) -> None:
+) -> str | None:
+    """Run ``command``; return why the worker is unfit for another batch, or None."""
+
     def write(data: bytes) -> None:
         write_all(events_w, data)
 
@@ -517,8 +562,20 @@ def _run_batch(
             pass
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    announcer.announce = None
     # The parent works out what did not run from the statuses it forwarded.
-    write(encode_control(WORKER_DONE, {"token": token}, timestamp_ns=time.time_ns()))
+    return _unclean(result, should_stop)
+
+
+def _unclean(result: PacketResult, should_stop: CancelPipe) -> str | None:
+    """Why a batch's outcome makes its worker unfit for another batch, or None."""
+    if should_stop():
+        return "the batch was cancelled"
+    if result.failures or result.errors or result.reported_failures:
+        return "a test failed or erred"
+    if result.unexpectedSuccesses:
+        return "a test succeeded unexpectedly"
+    return None
 
 
 class _WaitAnnouncer:

@@ -1,0 +1,222 @@
+"""What a batch may leave behind in a reused worker, and the cheap checks that find it.
+
+With ``--isolation worker`` one forked worker runs batch after batch. Before its first batch
+it takes a :class:`WorkerState` snapshot of the process-wide state that a test can change and
+that a check at batch end can read in a few syscalls; after each batch it compares
+(:meth:`WorkerState.changed_since`) and reports the first difference in words. The server
+then retires the worker instead of reusing it (``protocol.md`` §4.3.2 lists what these
+checks cannot see: module globals, class attributes, caches, random state).
+"""
+
+from __future__ import annotations
+
+import _signal  # getsignal without signal's enum conversion: 60 calls per check
+import os
+import resource
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from testserver.serve import reaping
+
+__all__ = ["RSS_GROWTH_LIMIT", "WorkerState", "rss_bytes"]
+
+RSS_GROWTH_LIMIT = 256 << 20
+"""Bytes a reused worker's resident memory may grow past its first snapshot before it is
+retired: a leak in the tests (or a cache that grows) must not grow a worker for ever."""
+
+_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+"""Every signal whose handler a test can change."""
+
+
+def rss_bytes() -> int:
+    """This process's peak resident set size (one syscall; growth of the peak is growth)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _threads() -> int:
+    """Threads of this process, C threads included."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def _fds() -> frozenset[int]:
+    try:
+        return frozenset(int(fd) for fd in os.listdir("/proc/self/fd"))
+    except OSError:
+        return frozenset()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _handlers() -> tuple[object, ...]:
+    getsignal = _signal.getsignal
+    return tuple(getsignal(number) for number in _SIGNALS)
+
+
+def _environ() -> tuple[tuple[object, object], ...]:
+    """The environment as ``os.environ`` holds it (undecoded, where it can: cheaper)."""
+    data = getattr(os.environ, "_data", os.environ)
+    return tuple(data.items())
+
+
+def _timer() -> bool:
+    """True while an alarm or an interval timer of this process is armed."""
+    return any(
+        signal.getitimer(which) != (0.0, 0.0)
+        for which in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+    )
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """The process-wide state of a worker that its checks compare between batches."""
+
+    fds: frozenset[int]
+    threads: int
+    cwd: str
+    environ: tuple[tuple[object, object], ...]
+    path: tuple[str, ...]
+    modules: frozenset[str]
+    handlers: tuple[object, ...]
+    umask: int
+    rss: int
+
+    @classmethod
+    def capture(cls) -> WorkerState:
+        """The state now."""
+        return cls(
+            fds=_fds(),
+            threads=_threads(),
+            cwd=_cwd(),
+            environ=_environ(),
+            path=tuple(sys.path),
+            modules=frozenset(sys.modules),
+            handlers=_handlers(),
+            umask=_umask(),
+            rss=rss_bytes(),
+        )
+
+    def changed_since(self, before: WorkerState) -> str | None:
+        """The first difference from ``before`` that makes the worker unfit, in words."""
+        for check in _CHECKS:
+            reason = check(before, self)
+            if reason is not None:
+                return reason
+        return None
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed
+        return ""
+
+
+def _listed(names: object, limit: int = 5) -> str:
+    items = sorted(str(n) for n in names)  # type: ignore[attr-defined]
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _check_fds(before: WorkerState, after: WorkerState) -> str | None:
+    opened, closed = after.fds - before.fds, before.fds - after.fds
+    if opened:
+        return f"a test left file descriptors open ({_listed(opened)})"
+    if closed:
+        return f"a test closed file descriptors it did not open ({_listed(closed)})"
+    return None
+
+
+def _check_threads(before: WorkerState, after: WorkerState) -> str | None:
+    if after.threads != before.threads:
+        return f"a test left threads running ({after.threads - before.threads:+d})"
+    return None
+
+
+def _check_cwd(before: WorkerState, after: WorkerState) -> str | None:
+    if after.cwd != before.cwd:
+        return f"a test changed the working directory to {after.cwd!r}"
+    return None
+
+
+def _check_environ(before: WorkerState, after: WorkerState) -> str | None:
+    if after.environ != before.environ:
+        old, new = dict(before.environ), dict(after.environ)
+        keys = {os.fsdecode(k) for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        return f"a test changed the environment ({_listed(keys)})"
+    return None
+
+
+def _check_path(before: WorkerState, after: WorkerState) -> str | None:
+    if after.path != before.path:
+        return "a test changed sys.path"
+    return None
+
+
+def _check_modules(before: WorkerState, after: WorkerState) -> str | None:
+    if after.modules == before.modules:
+        return None
+    added, removed = after.modules - before.modules, before.modules - after.modules
+    if added:
+        return f"a test imported modules not imported at load time ({_listed(added)})"
+    if removed:
+        return f"a test removed modules from sys.modules ({_listed(removed)})"
+    return None
+
+
+def _check_handlers(before: WorkerState, after: WorkerState) -> str | None:
+    changed = [
+        signal.Signals(number).name
+        for number, old, new in zip(_SIGNALS, before.handlers, after.handlers)
+        if old != new
+    ]
+    if changed:
+        return f"a test changed signal handlers ({_listed(changed)})"
+    if _timer():
+        return "a test left an alarm or interval timer armed"
+    return None
+
+
+def _check_umask(before: WorkerState, after: WorkerState) -> str | None:
+    if after.umask != before.umask:
+        return f"a test changed the umask to {after.umask:03o}"
+    return None
+
+
+def _check_rss(before: WorkerState, after: WorkerState) -> str | None:
+    if after.rss - before.rss > RSS_GROWTH_LIMIT:
+        grown = (after.rss - before.rss) >> 20
+        return f"its resident memory grew by {grown} MiB (limit {RSS_GROWTH_LIMIT >> 20} MiB)"
+    return None
+
+
+def _check_children(before: WorkerState, after: WorkerState) -> str | None:
+    left = reaping.children()
+    if left:
+        return f"a test left child processes ({_listed(left)})"
+    return None
+
+
+_CHECKS: tuple[Callable[[WorkerState, WorkerState], str | None], ...] = (
+    _check_children,
+    _check_threads,
+    _check_fds,
+    _check_cwd,
+    _check_environ,
+    _check_path,
+    _check_handlers,
+    _check_umask,
+    _check_modules,
+    _check_rss,
+)
+"""In order: what the server must act on first (processes) comes first."""
