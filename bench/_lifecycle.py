@@ -11,14 +11,15 @@ client, for ``ROUNDS`` one-test batches, each after an idle pause. Per batch it 
 - ``fork_s``: ``prepare_standby()`` in the parent (the fork itself and the pipes);
 - ``dispatch_to_done_s``: from writing the batch frame to reading the worker's done event
   (the worker's whole request path: wake up, decode, resolve, run, encode, write);
-- ``retire_s``: ``retire()`` (kill the group, close, reap without waiting);
+- ``retire_s``: ``kill_group()`` and ``retire()`` (close, reap without waiting);
 - ``exit_s``: from retire to the worker reaped (its teardown, as the parent sees it);
 - ``child_minflt`` and ``child_cpu_s``: minor faults and CPU of the whole worker life
   (``getrusage(RUSAGE_CHILDREN)`` deltas), warm-up included;
 - a second batch run by the same worker would cost: ``reused_run_s``, one test run again
   into a fresh ``PacketResult`` in a forked child that has already run it once; and
-  ``reused_batch_s``, dispatch -> done for a batch sent over a pipe to a prototype worker
-  that serves batch after batch (what the request path would be with a reused worker).
+  ``reused_batch_s``, dispatch -> done of a batch on a worker of ``--isolation worker``
+  (``WorkerOptions(reuse=True)``, parked with ``keep`` after each batch), its state checks
+  included.
 
 Prints one JSON object: lists of seconds (or counts) per key.
 """
@@ -48,6 +49,7 @@ def _batch(spawner, test_id: str) -> tuple[float, float, float, float]:
             raise RuntimeError(f"worker ended early: {data!r}")
         data += chunk
     done = time.perf_counter()
+    worker.kill_group()
     spawner.retire(worker)
     retired = time.perf_counter()
     while spawner.untidy:
@@ -75,35 +77,28 @@ def _reused_run(found: list) -> float:
     return seconds
 
 
-def _reused_batches(found: list, count: int) -> list[float]:
-    """Dispatch -> done seconds of ``count`` batches on one prototype reused worker."""
-    from testserver.engine import results, running
+def _reused_batches(index, test_id: str, count: int) -> list[float]:
+    """Dispatch -> done seconds of ``count`` batches on one reused worker."""
+    from testserver.serve.worker import WorkerOptions, WorkerSpawner
 
-    control_r, control_w = os.pipe()
-    events_r, events_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child: one byte in = one batch, b"done" out
-        os.close(control_w)
-        os.close(events_r)
-        while os.read(control_r, 1):
-            result = results.PacketResult(lambda data: os.write(events_w, data))
-            running.run_tests(found, result)
-            os.write(events_w, b"done")
-        os._exit(0)
-    os.close(control_r)
-    os.close(events_w)
+    spawner = WorkerSpawner(index, WorkerOptions(interactive_stdin=False, reuse=True))
     samples = []
-    for _ in range(count + 1):
-        time.sleep(PAUSE)
-        start = time.perf_counter()
-        os.write(control_w, b"b")
-        data = b""
-        while not data.endswith(b"done"):
-            data += os.read(events_r, 1 << 16)
-        samples.append(time.perf_counter() - start)
-    os.close(control_w)
-    os.close(events_r)
-    os.waitpid(pid, 0)
+    try:
+        spawner.prepare_standby()
+        for _ in range(count + 1):
+            time.sleep(PAUSE)
+            worker = spawner.take()
+            start = time.perf_counter()
+            worker.dispatch("probe", [test_id])
+            data = b""
+            while b"testserver.worker-done" not in data:
+                data += os.read(worker.events_r, 1 << 16)
+            samples.append(time.perf_counter() - start)
+            if b'"dirty":null' not in data:
+                raise RuntimeError(f"the reused worker is unfit after a batch: {data[-300:]!r}")
+            spawner.keep(worker)
+    finally:
+        spawner.close()
     return samples[1:]  # the first batch is the fresh worker's
 
 
@@ -120,7 +115,7 @@ def main(argv: list[str]) -> int:
     spawner = WorkerSpawner(index, WorkerOptions(interactive_stdin=False))
     keys = ("fork_s", "dispatch_to_done_s", "retire_s", "exit_s", "child_minflt", "child_cpu_s")
     out: dict[str, list[float]] = {key: [] for key in (*keys, "reused_run_s")}
-    out["reused_batch_s"] = _reused_batches(found, rounds)
+    out["reused_batch_s"] = _reused_batches(index, test_id, rounds)
     try:
         for _ in range(rounds):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)

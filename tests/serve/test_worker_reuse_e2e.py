@@ -82,6 +82,7 @@ def test_clean_batches_run_in_one_worker(server):
         ("test_import", "a test imported modules not imported at load time (colorsys)"),
         ("test_signal_handler", "a test changed signal handlers (SIGUSR2)"),
         ("test_umask", "a test changed the umask to 077"),
+        ("test_alarm", "a test left an alarm or interval timer armed"),
     ],
 )
 def test_a_batch_that_leaves_state_behind_retires_its_worker(server, name, reason):

@@ -41,9 +41,10 @@ from testserver.wire.splitting import CorruptStream, Kind, split_packets
 EXIT_CHECK_SECONDS = 0.1
 """Without a pidfd, how often a running worker is checked for an exit."""
 
-MAX_BATCHES = 100
+MAX_BATCHES = 1000
 """Batches one reused worker runs before it is retired anyway: what no check sees (module
-globals, caches) leaks only this far."""
+globals, caches) leaks only this far. Each retirement puts a fork and a teardown near the
+request path, so it is rare: under 1 in 1,000 requests of a burst."""
 
 Feed = Callable[[bytes], Kind]
 """Follows one packet of the batch (the session's tracker) and says what it is."""

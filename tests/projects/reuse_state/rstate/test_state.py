@@ -60,3 +60,6 @@ class State(unittest.TestCase):
 
     def test_waits(self):
         time.sleep(600)
+
+    def test_alarm(self):
+        signal.setitimer(signal.ITIMER_REAL, 600)
