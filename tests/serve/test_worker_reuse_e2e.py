@@ -5,11 +5,10 @@ limit retire it (and the server says why); ``--isolation fork`` forks a fresh on
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
 import pytest
 from serverproc import PROJECTS, ServerProcess, Transcript, project_copy, save_as_editors_do
+from test_worker_e2e import _wait_dead
 
 from testserver.serve.batch import MAX_BATCHES
 from testserver.wire.commands import Cancel, RunTests, Stdin
@@ -20,8 +19,6 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 ARGS = ("-t", ".", "-s", "rstate")
 PREFIX = "rstate.test_state.State."
 CLEAN = PREFIX + "test_clean"
-DEADLINE = 30.0
-"""Seconds to wait for a process to die before the test fails."""
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +42,6 @@ def run(server: ServerProcess, name: str) -> tuple[int, Transcript]:
 
 def retired(transcript: Transcript) -> list[dict]:
     return transcript.controls(WORKER_RETIRED)
-
-
-def _wait_dead(pid: int) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return
-        if state in ("Z", "X"):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} did not die")
 
 
 def test_clean_batches_run_in_one_worker(server):

@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from testserver.serve import reaping
 
@@ -128,50 +129,34 @@ def _listed(names: object, limit: int = 5) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def _check_fds(before: WorkerState, after: WorkerState) -> str | None:
-    opened, closed = after.fds - before.fds, before.fds - after.fds
-    if opened:
-        return f"a test left file descriptors open ({_listed(opened)})"
-    if closed:
-        return f"a test closed file descriptors it did not open ({_listed(closed)})"
-    return None
+Check = Callable[["WorkerState", "WorkerState"], "str | None"]
+"""Compares two snapshots: why the later one makes the worker unfit, or None."""
 
 
-def _check_threads(before: WorkerState, after: WorkerState) -> str | None:
-    if after.threads != before.threads:
-        return f"a test left threads running ({after.threads - before.threads:+d})"
-    return None
+def _changed(field: str, say: Callable[[Any, Any], str]) -> Check:
+    """A check that says ``say(old, new)`` when ``field`` differs."""
+
+    def check(before: WorkerState, after: WorkerState) -> str | None:
+        old, new = getattr(before, field), getattr(after, field)
+        return None if old == new else say(old, new)
+
+    return check
 
 
-def _check_cwd(before: WorkerState, after: WorkerState) -> str | None:
-    if after.cwd != before.cwd:
-        return f"a test changed the working directory to {after.cwd!r}"
-    return None
+def _set_changed(field: str, added: str, removed: str) -> Check:
+    """A check of a set ``field``: what was ``added`` to it comes first, then ``removed``."""
+
+    def say(old: frozenset, new: frozenset) -> str:
+        more, fewer = new - old, old - new
+        return f"{added} ({_listed(more)})" if more else f"{removed} ({_listed(fewer)})"
+
+    return _changed(field, say)
 
 
-def _check_environ(before: WorkerState, after: WorkerState) -> str | None:
-    if after.environ != before.environ:
-        old, new = dict(before.environ), dict(after.environ)
-        keys = {os.fsdecode(k) for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
-        return f"a test changed the environment ({_listed(keys)})"
-    return None
-
-
-def _check_path(before: WorkerState, after: WorkerState) -> str | None:
-    if after.path != before.path:
-        return "a test changed sys.path"
-    return None
-
-
-def _check_modules(before: WorkerState, after: WorkerState) -> str | None:
-    if after.modules == before.modules:
-        return None
-    added, removed = after.modules - before.modules, before.modules - after.modules
-    if added:
-        return f"a test imported modules not imported at load time ({_listed(added)})"
-    if removed:
-        return f"a test removed modules from sys.modules ({_listed(removed)})"
-    return None
+def _environ_changed(old: tuple, new: tuple) -> str:
+    before, after = dict(old), dict(new)
+    keys = {os.fsdecode(k) for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    return f"a test changed the environment ({_listed(keys)})"
 
 
 def _check_handlers(before: WorkerState, after: WorkerState) -> str | None:
@@ -184,12 +169,6 @@ def _check_handlers(before: WorkerState, after: WorkerState) -> str | None:
         return f"a test changed signal handlers ({_listed(changed)})"
     if _timer():
         return "a test left an alarm or interval timer armed"
-    return None
-
-
-def _check_umask(before: WorkerState, after: WorkerState) -> str | None:
-    if after.umask != before.umask:
-        return f"a test changed the umask to {after.umask:03o}"
     return None
 
 
@@ -211,16 +190,24 @@ def _check_children(before: WorkerState, after: WorkerState) -> str | None:
     return f"a test left child processes running ({_listed(reaping.children())})"
 
 
-_CHECKS: tuple[Callable[[WorkerState, WorkerState], str | None], ...] = (
+_CHECKS: tuple[Check, ...] = (
     _check_children,
-    _check_threads,
-    _check_fds,
-    _check_cwd,
-    _check_environ,
-    _check_path,
+    _changed("threads", lambda old, new: f"a test left threads running ({new - old:+d})"),
+    _set_changed(
+        "fds",
+        "a test left file descriptors open",
+        "a test closed file descriptors it did not open",
+    ),
+    _changed("cwd", lambda old, new: f"a test changed the working directory to {new!r}"),
+    _changed("environ", _environ_changed),
+    _changed("path", lambda old, new: "a test changed sys.path"),
     _check_handlers,
-    _check_umask,
-    _check_modules,
+    _changed("umask", lambda old, new: f"a test changed the umask to {new:03o}"),
+    _set_changed(
+        "modules",
+        "a test imported modules not imported at load time",
+        "a test removed modules from sys.modules",
+    ),
     _check_rss,
 )
 """In order: what the server must act on first (processes) comes first."""
