@@ -19,7 +19,8 @@ client, for ``ROUNDS`` one-test batches, each after an idle pause. Per batch it 
   into a fresh ``PacketResult`` in a forked child that has already run it once; and
   ``reused_batch_s``, dispatch -> done of a batch on a worker of ``--isolation worker``
   (``WorkerOptions(reuse=True)``, parked with ``keep`` after each batch), its state checks
-  included.
+  included; ``reused_nocheck_s``, the same with the state checks stubbed out (what they
+  cost on the request path). The two are sampled alternately, batch by batch.
 
 Prints one JSON object: lists of seconds (or counts) per key.
 """
@@ -77,29 +78,45 @@ def _reused_run(found: list) -> float:
     return seconds
 
 
-def _reused_batches(index, test_id: str, count: int) -> list[float]:
-    """Dispatch -> done seconds of ``count`` batches on one reused worker."""
+def _reused_batches(index, test_id: str, count: int) -> tuple[list[float], list[float]]:
+    """Dispatch -> done seconds of ``count`` batches on a reused worker, with its state
+    checks and without (two workers, alternating)."""
+    from testserver.serve import workerstate
     from testserver.serve.worker import WorkerOptions, WorkerSpawner
 
-    spawner = WorkerSpawner(index, WorkerOptions(interactive_stdin=False, reuse=True))
-    samples = []
+    options = WorkerOptions(interactive_stdin=False, reuse=True)
+    checked, unchecked = WorkerSpawner(index, options), WorkerSpawner(index, options)
+    checked.prepare_standby()
+    real = workerstate.WorkerState.changed_since
+    workerstate.WorkerState.changed_since = lambda self, before: None  # type: ignore[method-assign]
     try:
-        spawner.prepare_standby()
-        for _ in range(count + 1):
-            time.sleep(PAUSE)
-            worker = spawner.take()
-            start = time.perf_counter()
-            worker.dispatch("probe", [test_id])
-            data = b""
-            while b"testserver.worker-done" not in data:
-                data += os.read(worker.events_r, 1 << 16)
-            samples.append(time.perf_counter() - start)
-            if b'"dirty":null' not in data:
-                raise RuntimeError(f"the reused worker is unfit after a batch: {data[-300:]!r}")
-            spawner.keep(worker)
+        unchecked.prepare_standby()  # forked with the stub
     finally:
-        spawner.close()
-    return samples[1:]  # the first batch is the fresh worker's
+        workerstate.WorkerState.changed_since = real  # type: ignore[method-assign]
+    samples: tuple[list[float], list[float]] = ([], [])
+    try:
+        for _ in range(count + 1):
+            for spawner, out in zip((checked, unchecked), samples):
+                time.sleep(PAUSE)
+                out.append(_reused_batch(spawner, test_id))
+    finally:
+        checked.close()
+        unchecked.close()
+    return samples[0][1:], samples[1][1:]  # the first batch is the fresh worker's
+
+
+def _reused_batch(spawner, test_id: str) -> float:
+    worker = spawner.take()
+    start = time.perf_counter()
+    worker.dispatch("probe", [test_id])
+    data = b""
+    while b"testserver.worker-done" not in data:
+        data += os.read(worker.events_r, 1 << 16)
+    seconds = time.perf_counter() - start
+    if b'"dirty":null' not in data:
+        raise RuntimeError(f"the reused worker is unfit after a batch: {data[-300:]!r}")
+    spawner.keep(worker)
+    return seconds
 
 
 def main(argv: list[str]) -> int:
@@ -115,7 +132,7 @@ def main(argv: list[str]) -> int:
     spawner = WorkerSpawner(index, WorkerOptions(interactive_stdin=False))
     keys = ("fork_s", "dispatch_to_done_s", "retire_s", "exit_s", "child_minflt", "child_cpu_s")
     out: dict[str, list[float]] = {key: [] for key in (*keys, "reused_run_s")}
-    out["reused_batch_s"] = _reused_batches(index, test_id, rounds)
+    out["reused_batch_s"], out["reused_nocheck_s"] = _reused_batches(index, test_id, rounds)
     try:
         for _ in range(rounds):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
