@@ -20,7 +20,7 @@ client, for ``ROUNDS`` one-test batches, each after an idle pause. Per batch it 
   ``reused_batch_s``, dispatch -> done of a batch on a worker of ``--isolation worker``
   (``WorkerOptions(reuse=True)``, parked with ``keep`` after each batch), its state checks
   included; ``reused_nocheck_s``, the same with the state checks stubbed out (what they
-  cost on the request path). The two are sampled alternately, batch by batch.
+  cost on the request path), sampled in alternating blocks.
 
 Prints one JSON object: lists of seconds (or counts) per key.
 """
@@ -36,6 +36,9 @@ import time
 
 PAUSE = 0.03
 """Idle seconds before each batch: the standby has warmed up and the last worker is gone."""
+
+REUSE_BLOCKS = 4
+"""Blocks of reused-worker batches per variant (with state checks, without), alternated."""
 
 
 def _batch(spawner, test_id: str) -> tuple[float, float, float, float]:
@@ -80,29 +83,32 @@ def _reused_run(found: list) -> float:
 
 def _reused_batches(index, test_id: str, count: int) -> tuple[list[float], list[float]]:
     """Dispatch -> done seconds of ``count`` batches on a reused worker, with its state
-    checks and without (two workers, alternating)."""
+    checks and without, in alternating blocks (one spawner at a time: a spawner's orphan
+    sweep ends every child of the process that is not its own)."""
     from testserver.serve import workerstate
     from testserver.serve.worker import WorkerOptions, WorkerSpawner
 
     options = WorkerOptions(interactive_stdin=False, reuse=True)
-    checked, unchecked = WorkerSpawner(index, options), WorkerSpawner(index, options)
-    checked.prepare_standby()
     real = workerstate.WorkerState.changed_since
-    workerstate.WorkerState.changed_since = lambda self, before: None  # type: ignore[method-assign]
-    try:
-        unchecked.prepare_standby()  # forked with the stub
-    finally:
-        workerstate.WorkerState.changed_since = real  # type: ignore[method-assign]
     samples: tuple[list[float], list[float]] = ([], [])
-    try:
-        for _ in range(count + 1):
-            for spawner, out in zip((checked, unchecked), samples):
-                time.sleep(PAUSE)
-                out.append(_reused_batch(spawner, test_id))
-    finally:
-        checked.close()
-        unchecked.close()
-    return samples[0][1:], samples[1][1:]  # the first batch is the fresh worker's
+    per_block = max(1, count // REUSE_BLOCKS)
+    for _ in range(REUSE_BLOCKS):
+        for checks, out in zip((True, False), samples):
+            spawner = WorkerSpawner(index, options)
+            if not checks:  # the worker is forked with the stub
+                workerstate.WorkerState.changed_since = lambda self, before: None  # type: ignore[method-assign]
+            try:
+                spawner.prepare_standby()
+                workerstate.WorkerState.changed_since = real  # type: ignore[method-assign]
+                for round_ in range(per_block + 1):
+                    time.sleep(PAUSE)
+                    seconds = _reused_batch(spawner, test_id)
+                    if round_:  # the first batch is the fresh worker's
+                        out.append(seconds)
+            finally:
+                workerstate.WorkerState.changed_since = real  # type: ignore[method-assign]
+                spawner.close()
+    return samples
 
 
 def _reused_batch(spawner, test_id: str) -> float:

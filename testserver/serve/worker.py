@@ -10,12 +10,10 @@ A standby child is forked ahead of time (after each batch), so that a request pa
 and warms up while it waits (:func:`_warm_up`), so that the batch does not pay for its
 first pass through the result chain either. A standby that died while idle is replaced.
 
-With ``--isolation worker`` (:attr:`WorkerOptions.reuse`) a worker is not used up by its
-batch: after its done event it waits on its control pipe for the next one, and the spawner
-parks it as the standby (:meth:`WorkerSpawner.keep`). Its done event says whether it is fit
-for another batch: ``dirty`` is ``None`` after a clean batch (no failure, error or unexpected
-success, no cancel, and no change that :mod:`testserver.serve.workerstate` can see), else
-the reason in words. A reload drops the parked worker (:meth:`WorkerSpawner.discard_standby`).
+With ``--isolation worker`` (:attr:`WorkerOptions.reuse`) a worker waits for another batch
+after its done event, whose ``dirty`` says why it is unfit for one (a failure, a cancel, a
+change :mod:`~testserver.serve.workerstate` sees) or is None; the spawner parks a fit one as
+the standby (:meth:`WorkerSpawner.keep`), which a reload drops.
 
 Parent and child talk over four pipes: ``control`` (parent -> child: ``run-tests`` frames,
 one per batch), ``events`` (child -> parent: subunit packets, plus the internal
@@ -256,10 +254,9 @@ class WorkerSpawner:
         return worker if worker is not None else self._spawn()
 
     def keep(self, worker: WorkerHandle) -> None:
-        """Park ``worker``, which finished a clean batch, as the standby for the next one
-        (unless a standby is waiting already: then ``worker`` is retired). Processes its
-        tests orphaned (re-parented here, see :mod:`~testserver.serve.reaping`) are swept
-        before the next batch."""
+        """Park ``worker``, fit for another batch, as the standby (unless one is waiting:
+        then it is retired). Its tests' orphans, re-parented here, are swept before the
+        next batch."""
         self._sweep_pending = True
         if self._standby is None:
             self._standby = worker
@@ -428,6 +425,7 @@ def _child_main(
         if options.interactive_stdin:
             install_stdin(0, announcer)
         _warm_up(index, options, capture)  # while idle: the batch need not pay for it
+        clean = _done_event(token, None)  # encoded while idle: it ends every clean batch
         baseline = WorkerState.capture() if options.reuse else None
         decoder = FrameDecoder()
         cancel = CancelPipe(fds.cancel_r)
@@ -435,8 +433,7 @@ def _child_main(
             dirty = _run_batch(index, options, command, fds.events_w, capture, cancel, announcer)
             if baseline is not None and dirty is None:
                 dirty = WorkerState.capture().changed_since(baseline)
-            body = {"token": token, "dirty": dirty}
-            write_all(fds.events_w, encode_control(WORKER_DONE, body, timestamp_ns=time.time_ns()))
+            write_all(fds.events_w, clean if dirty is None else _done_event(token, dirty))
             if baseline is None:
                 break  # --isolation fork: one batch per worker
     except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup
@@ -447,6 +444,12 @@ def _child_main(
             pass
     finally:
         os._exit(code)
+
+
+def _done_event(token: str, dirty: str | None) -> bytes:
+    """The worker's done event (internal: its time stamp is never read)."""
+    body = {"token": token, "dirty": dirty}
+    return encode_control(WORKER_DONE, body, timestamp_ns=time.time_ns())
 
 
 class _WarmUp(unittest.TestCase):
@@ -474,7 +477,6 @@ def _warm_up(index: TestIndex, options: WorkerOptions, capture: OutputCapture) -
         subunit_version=options.subunit_version,
     )
     run_tests([("warm-up", _WarmUp("test_nothing"))], result)
-    encode_control(WORKER_DONE, {"token": ""}, timestamp_ns=time.time_ns())
     if index.ids:
         index.resolve(index.ids[:1])
 
