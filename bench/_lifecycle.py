@@ -11,14 +11,16 @@ client, for ``ROUNDS`` one-test batches, each after an idle pause. Per batch it 
 - ``fork_s``: ``prepare_standby()`` in the parent (the fork itself and the pipes);
 - ``dispatch_to_done_s``: from writing the batch frame to reading the worker's done event
   (the worker's whole request path: wake up, decode, resolve, run, encode, write);
-- ``retire_s``: ``retire()`` (kill the group, close, reap without waiting);
+- ``retire_s``: ``kill_group()`` and ``retire()`` (close, reap without waiting);
 - ``exit_s``: from retire to the worker reaped (its teardown, as the parent sees it);
 - ``child_minflt`` and ``child_cpu_s``: minor faults and CPU of the whole worker life
   (``getrusage(RUSAGE_CHILDREN)`` deltas), warm-up included;
 - a second batch run by the same worker would cost: ``reused_run_s``, one test run again
   into a fresh ``PacketResult`` in a forked child that has already run it once; and
-  ``reused_batch_s``, dispatch -> done for a batch sent over a pipe to a prototype worker
-  that serves batch after batch (what the request path would be with a reused worker).
+  ``reused_batch_s``, dispatch -> done of a batch on a worker of ``--isolation worker``
+  (``WorkerOptions(reuse=True)``, parked with ``keep`` after each batch), its state checks
+  included; ``reused_nocheck_s``, the same with the state checks stubbed out (what they
+  cost on the request path), sampled in alternating blocks.
 
 Prints one JSON object: lists of seconds (or counts) per key.
 """
@@ -35,6 +37,9 @@ import time
 PAUSE = 0.03
 """Idle seconds before each batch: the standby has warmed up and the last worker is gone."""
 
+REUSE_BLOCKS = 4
+"""Blocks of reused-worker batches per variant (with state checks, without), alternated."""
+
 
 def _batch(spawner, test_id: str) -> tuple[float, float, float, float]:
     """One batch on the standby worker: (dispatch->done, retire, exit) seconds."""
@@ -48,6 +53,7 @@ def _batch(spawner, test_id: str) -> tuple[float, float, float, float]:
             raise RuntimeError(f"worker ended early: {data!r}")
         data += chunk
     done = time.perf_counter()
+    worker.kill_group()
     spawner.retire(worker)
     retired = time.perf_counter()
     while spawner.untidy:
@@ -75,36 +81,48 @@ def _reused_run(found: list) -> float:
     return seconds
 
 
-def _reused_batches(found: list, count: int) -> list[float]:
-    """Dispatch -> done seconds of ``count`` batches on one prototype reused worker."""
-    from testserver.engine import results, running
+def _reused_batches(index, test_id: str, count: int) -> tuple[list[float], list[float]]:
+    """Dispatch -> done seconds of ``count`` batches on a reused worker, with its state
+    checks and without, in alternating blocks (one spawner at a time: a spawner's orphan
+    sweep ends every child of the process that is not its own)."""
+    from testserver.serve import workerstate
+    from testserver.serve.worker import WorkerOptions, WorkerSpawner
 
-    control_r, control_w = os.pipe()
-    events_r, events_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child: one byte in = one batch, b"done" out
-        os.close(control_w)
-        os.close(events_r)
-        while os.read(control_r, 1):
-            result = results.PacketResult(lambda data: os.write(events_w, data))
-            running.run_tests(found, result)
-            os.write(events_w, b"done")
-        os._exit(0)
-    os.close(control_r)
-    os.close(events_w)
-    samples = []
-    for _ in range(count + 1):
-        time.sleep(PAUSE)
-        start = time.perf_counter()
-        os.write(control_w, b"b")
-        data = b""
-        while not data.endswith(b"done"):
-            data += os.read(events_r, 1 << 16)
-        samples.append(time.perf_counter() - start)
-    os.close(control_w)
-    os.close(events_r)
-    os.waitpid(pid, 0)
-    return samples[1:]  # the first batch is the fresh worker's
+    options = WorkerOptions(interactive_stdin=False, reuse=True)
+    real = workerstate.WorkerState.changed_since
+    samples: tuple[list[float], list[float]] = ([], [])
+    per_block = max(1, count // REUSE_BLOCKS)
+    for _ in range(REUSE_BLOCKS):
+        for checks, out in zip((True, False), samples):
+            spawner = WorkerSpawner(index, options)
+            if not checks:  # the worker is forked with the stub
+                workerstate.WorkerState.changed_since = lambda self, before: None  # type: ignore[method-assign]
+            try:
+                spawner.prepare_standby()
+                workerstate.WorkerState.changed_since = real  # type: ignore[method-assign]
+                for round_ in range(per_block + 1):
+                    time.sleep(PAUSE)
+                    seconds = _reused_batch(spawner, test_id)
+                    if round_:  # the first batch is the fresh worker's
+                        out.append(seconds)
+            finally:
+                workerstate.WorkerState.changed_since = real  # type: ignore[method-assign]
+                spawner.close()
+    return samples
+
+
+def _reused_batch(spawner, test_id: str) -> float:
+    worker = spawner.take()
+    start = time.perf_counter()
+    worker.dispatch("probe", [test_id])
+    data = b""
+    while b"testserver.worker-done" not in data:
+        data += os.read(worker.events_r, 1 << 16)
+    seconds = time.perf_counter() - start
+    if b'"dirty":null' not in data:
+        raise RuntimeError(f"the reused worker is unfit after a batch: {data[-300:]!r}")
+    spawner.keep(worker)
+    return seconds
 
 
 def main(argv: list[str]) -> int:
@@ -120,7 +138,7 @@ def main(argv: list[str]) -> int:
     spawner = WorkerSpawner(index, WorkerOptions(interactive_stdin=False))
     keys = ("fork_s", "dispatch_to_done_s", "retire_s", "exit_s", "child_minflt", "child_cpu_s")
     out: dict[str, list[float]] = {key: [] for key in (*keys, "reused_run_s")}
-    out["reused_batch_s"] = _reused_batches(found, rounds)
+    out["reused_batch_s"], out["reused_nocheck_s"] = _reused_batches(index, test_id, rounds)
     try:
         for _ in range(rounds):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)

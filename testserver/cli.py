@@ -104,10 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--isolation",
-        choices=("fork", "none"),
-        default="fork",
-        help="fork: run each batch in a child of the loaded process, so a crashing test is "
-        "reported and the server survives (default); none: run in-process",
+        choices=("worker", "fork", "none"),
+        default="worker",
+        help="worker (default): run batches in a child of the loaded process, reused for the "
+        "next batch while batches pass and leave no state behind that it can see; fork: a "
+        "fresh child, a pristine copy of the loaded process, for every batch; none: in-process. "
+        "Both children survive a crashing test",
     )
     parser.add_argument(
         "-j",
@@ -224,12 +226,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--jobs: {error}")
     args.worker_commands = tuple(args.worker_commands)
     if args.worker_commands and args.isolation == "none":
-        parser.error("--worker-command needs --isolation fork: remote workers join a pool")
+        parser.error(
+            "--worker-command needs --isolation worker or fork: remote workers join a pool"
+        )
     for command in args.worker_commands:
         if not command.strip():
             parser.error("--worker-command: the command is empty")
     if args.jobs > 1 and args.isolation == "none":
-        parser.error("--jobs needs --isolation fork: workers are forked from the loaded suite")
+        parser.error(
+            "--jobs needs --isolation worker or fork: workers are forked from the loaded suite"
+        )
     args.load = LoadSpec(
         start=args.start or ".",
         top=args.top,
@@ -404,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         OneShotOptions(
             list_only=args.list,
             test_ids=ids,
-            isolation=args.isolation,
+            isolation="fork" if args.isolation == "worker" else args.isolation,  # one batch
             subunit_version=args.subunit_version,
             subtests=args.subtests,
             timeout=args.timeout,

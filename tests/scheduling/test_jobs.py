@@ -41,4 +41,4 @@ def test_the_server_refuses_jobs_without_fork_isolation() -> None:
         timeout=60,
     )
     assert done.returncode == 2
-    assert b"--jobs needs --isolation fork" in done.stderr
+    assert b"--jobs needs --isolation worker or fork" in done.stderr

@@ -272,7 +272,7 @@ def test_a_warm_remote_reloads_its_own_tree_between_batches(ssh_server, project)
         (("--jobs", "0"), "0 local workers needs at least one --worker-command"),
         (
             ("--isolation", "none", "--worker-command", "true"),
-            "--worker-command needs --isolation fork",
+            "--worker-command needs --isolation worker or fork",
         ),
     ],
 )

@@ -42,7 +42,7 @@ def test_hello_describes_the_server(server):
     hello = server.hello
     assert hello["protocol"] == 1
     assert hello["subunit"] == "2.1"
-    assert hello["isolation"] == "fork"
+    assert hello["isolation"] == "worker"
     assert hello["tests"] == 16
     assert "run-tests" in hello["capabilities"]
     assert [e["module"] for e in hello["discovery_errors"]] == ["ebasic.test_broken_import"]

@@ -262,8 +262,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-p", "--pattern", help="test file pattern (default: test*.py)")
     group.add_argument(
         "--isolation",
-        choices=("fork", "none"),
-        help="fork (default): a crashing test cannot take the server down; none: in-process",
+        choices=("worker", "fork", "none"),
+        help="worker (default): a crashing test cannot take the server down, and a worker is "
+        "reused while batches pass; fork: a pristine worker per batch; none: in-process",
     )
     group.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="fail a test that runs longer"

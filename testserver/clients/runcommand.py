@@ -2,7 +2,7 @@
 
 ::
 
-    testserver run [-t TOP] [-s START] [-p PATTERN] [--isolation fork|none] [--timeout S]
+    testserver run [-t TOP] [-s START] [-p PATTERN] [--isolation worker|fork|none] [--timeout S]
                    [-j N|auto] [-k PATTERN] [-v] [-x] [--lf | --ff] [--durations N] [--shard K/N]
                    [--format human|json|subunit] [--subtests report|fold] [--no-color]
                    [--daemon | --no-daemon] [ID | PATTERN | FILE.py | DIR/ ...]

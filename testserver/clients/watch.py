@@ -2,7 +2,7 @@
 
 ::
 
-    testserver watch [-t TOP] [-s START] [-p PATTERN] [--isolation fork|none] [--timeout S]
+    testserver watch [-t TOP] [-s START] [-p PATTERN] [--isolation worker|fork|none] [--timeout S]
                      [--poll] [--watch DIR] [--no-reload] [--format human|json] [--no-color]
                      [ID-or-pattern ...]
 

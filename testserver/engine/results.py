@@ -105,6 +105,8 @@ class PacketResult(unittest.TestResult):
         self._stack: list[_OpenTest] = []  # outer tests when a test runs tests itself
         self.stop_check: Callable[[], bool] | None = None
         self._pieces: set[str] = set()  # streams flushed without eof (see flush_output)
+        self.reported_failures = 0
+        """Synthetic failures written by :meth:`report_failure` (which unittest's lists miss)."""
 
     @property  # type: ignore[override]
     def buffer(self) -> bool:
@@ -523,6 +525,7 @@ class PacketResult(unittest.TestResult):
         with its finished subtests and recorded attachments; otherwise an ``inprogress``
         comes first, unless ``inprogress`` is false (the worker that started it wrote it).
         """
+        self.reported_failures += 1
         current = self._open
         attachments = self._output(stdout, stderr)
         parts: list[bytes] = []

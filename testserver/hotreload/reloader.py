@@ -70,8 +70,8 @@ import traceback
 import typing
 import unittest
 import weakref
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from testserver.engine.loading import LoadSpec, TestIndex, flatten, load
@@ -223,13 +223,20 @@ class Reloader:
             self.replay.close()
             self.replay = None
 
-    def apply(self, index: TestIndex, *, force: bool = False) -> ReloadReport | None:
+    def apply(
+        self,
+        index: TestIndex,
+        *,
+        force: bool = False,
+        record: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> ReloadReport | None:
         """Apply the changes made since the last call; ``None`` when there were none.
 
         ``force`` (the ``reload`` command): rescan and rehash everything, rebuild every test
         object, and report even when nothing changed. When a report without ``restart`` is
         returned, ``index`` has been emptied (its tests released, so that stale classes can
-        be collected): the caller must switch to ``report.index``.
+        be collected): the caller must switch to ``report.index``. ``record()`` is entered
+        around the re-imports only (e.g. ``SuiteFds.during``), not when nothing changed.
         """
         if self.replay is not None:
             self._contributions()  # wait for the startup replay: it knows the data files
@@ -240,7 +247,8 @@ class Reloader:
         try:
             if not changes and not force:
                 return None
-            return self._apply(index, changes, force)
+            with record():
+                return self._apply(index, changes, force)
         except Exception as error:  # noqa: BLE001 - half-reloaded is worse than restarted
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             return ReloadReport(

@@ -8,6 +8,9 @@ without blocking, signals or kills the worker (``Interrupt``, ``Kill``), reaps i
 a crash report with the dead worker's leftover output (``ReportCrash``). It decides nothing:
 when a worker ends it returns a :class:`WorkerEnd` and the driver tells the session.
 :func:`run_in_process` is the same layer for ``--isolation none``.
+
+The one thing it decides is whether the worker of a finished batch runs the next one
+(``--isolation worker``): :meth:`WorkerBatch._retire_reason`.
 """
 
 from __future__ import annotations
@@ -31,13 +34,18 @@ from testserver.serve.worker import (
     describe_exit,
 )
 from testserver.wire.batchtracking import Crash
-from testserver.wire.control import decode_control
+from testserver.wire.control import WORKER_RETIRED, decode_control, encode_control
 from testserver.wire.packets import decode_packets
 from testserver.wire.splitting import CorruptStream, Kind, split_packets
 from testserver.wire.tagging import add_tag, tag_field
 
 EXIT_CHECK_SECONDS = 0.1
 """Without a pidfd, how often a running worker is checked for an exit."""
+
+MAX_BATCHES = 1000
+"""Batches one reused worker runs before it is retired anyway: what no check sees (module
+globals, caches) leaks only this far. Each retirement puts a fork and a teardown near the
+request path, so it is rare: under 1 in 1,000 requests of a burst."""
 
 
 class WorkerBatch:
@@ -77,6 +85,10 @@ class WorkerBatch:
         self._worker: WorkerHandle | None = None
         self._buffer = bytearray()
         self._child_done = False
+        self._dirty: str | None = None
+        """Why the worker says it is unfit for another batch (its done event), or None."""
+        self._touched: str | None = None
+        """What the server did to the worker that unfits it (a cancel, stdin), or None."""
         self._stdin_pending = bytearray()
         self._stdin_eof = False
         self._leftover = (b"", b"")
@@ -100,10 +112,12 @@ class WorkerBatch:
         self._busy = True
         self._buffer.clear()
         self._child_done = False
+        self._dirty = None
         worker.dispatch(self.command_id, test_ids, last=not self.keep_worker)
 
     def send_stdin(self, data: bytes) -> None:
         """Queue ``data`` for the running test's stdin; ``b""`` means end of input."""
+        self._touched = "the batch read stdin"  # unread bytes would reach the next batch
         if data:
             self._stdin_pending += data
         else:
@@ -112,6 +126,7 @@ class WorkerBatch:
     def interrupt(self) -> None:
         """Tell the worker the batch is cancelled and interrupt its test (``Interrupt``)."""
         if self._worker is not None and self._busy:
+            self._touched = "the batch was cancelled"
             self._worker.cancel()
 
     def kill(self) -> None:
@@ -138,8 +153,8 @@ class WorkerBatch:
         worker, self._worker = self._worker, None
         if worker is None:
             return
+        worker.kill_group()
         if self._busy:
-            worker.kill_group()
             self.spawner.release(worker)
         else:
             self.spawner.retire(worker)
@@ -255,23 +270,49 @@ class WorkerBatch:
         if self.feed(raw) is Kind.GLOBAL_FILE:
             control = decode_control(decode_packets(raw)[0])
             if control is not None and control[0] == WORKER_DONE:
-                self._child_done = self._child_done or worker.is_done_event(control[1])
+                if not self._child_done and worker.is_done_event(control[1]):
+                    self._child_done = True
+                    self._dirty = control[1].get("dirty")
                 return False
         return True
 
     def _worker_done(self, worker: WorkerHandle) -> WorkerEnd:
         """The worker finished its unit: report the output written after its last test.
-        Unless it keeps its worker for the next unit, end its process group (whatever its
-        tests left running); the worker is reaped in the background."""
+
+        A pool's slot keeps its process for the batch's next unit. Otherwise the worker is
+        kept for the next batch if it is fit (``--isolation worker``), else its process group
+        (whatever its tests left running) is ended and it is reaped in the background.
+        """
         self._busy = False
         if self.keep_worker:
             self._report_outside_tests(*worker.leftover_output())
             return WorkerEnd()
+        self._worker = None
+        reason = self._retire_reason(worker)
+        if reason is None:
+            self._report_outside_tests(*worker.leftover_output())
+            self.spawner.keep(worker)
+            return WorkerEnd()
         worker.kill_group()
         self._report_outside_tests(*worker.leftover_output())
+        if worker.reusable:
+            body = {"id": self.command_id, "pid": worker.pid, "reason": reason}
+            body["batches"] = worker.batches
+            self.write(encode_control(WORKER_RETIRED, body, timestamp_ns=time.time_ns()))
         self.spawner.retire(worker)
-        self._worker = None
         return WorkerEnd()
+
+    def _retire_reason(self, worker: WorkerHandle) -> str | None:
+        """Why ``worker`` must not run another batch, or None (``--isolation worker``)."""
+        if not worker.reusable:
+            return "--isolation fork"
+        if self._dirty is not None:
+            return str(self._dirty)
+        if self._touched is not None:
+            return self._touched
+        if worker.batches >= MAX_BATCHES:
+            return f"it ran {worker.batches} batches, the most one worker runs"
+        return None
 
     def _on_corrupt(self, worker: WorkerHandle, error: CorruptStream) -> WorkerEnd:
         """A test wrote into the worker's events pipe: nothing more from it can be trusted."""

@@ -135,6 +135,7 @@ class SessionDriver:
                 subunit_version=options.subunit_version,
                 interactive_stdin=interactive_stdin,
                 subtests=options.subtests,
+                reuse=options.isolation == "worker",
             ),
             suite_fds=channel.suite_fds.still_open,
             keep=self._remote_pids,

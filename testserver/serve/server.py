@@ -61,7 +61,7 @@ class ServerOptions:
     """Everything ``--serve`` was asked for on the command line."""
 
     load: LoadSpec = field(default_factory=LoadSpec)
-    isolation: str = "fork"
+    isolation: str = "worker"
     subunit_version: str = "2.1"
     subtests: str = "report"
     timeout: float | None = None
@@ -254,8 +254,9 @@ class Server(SessionDriver):
         """Before ``command``: reload changed modules, or restart when that is not safe."""
         if self.reloader is None:
             return
-        with self.channel.suite_fds.during():  # files the reloaded modules keep open
-            report = self.reloader.apply(self.index, force=isinstance(command, Reload))
+        report = self.reloader.apply(  # recording the files the reloaded modules keep open
+            self.index, force=isinstance(command, Reload), record=self.channel.suite_fds.during
+        )
         if report is None:
             return
         self.session.changes_applied(self.generation + 1)

@@ -10,8 +10,13 @@ A standby child is forked ahead of time (after each batch), so that a request pa
 and warms up while it waits (:func:`_warm_up`), so that the batch does not pay for its
 first pass through the result chain either. A standby that died while idle is replaced.
 
-Parent and child talk over four pipes: ``control`` (parent -> child: one ``run-tests``
-frame; for a ``--jobs`` pool's worker one per unit, until the parent closes it),
+With ``--isolation worker`` (:attr:`WorkerOptions.reuse`) a worker waits for another batch
+after its done event, whose ``dirty`` says why it is unfit for one (a failure, a cancel, a
+change :mod:`~testserver.serve.workerstate` sees) or is None; the spawner parks a fit one as
+the standby (:meth:`WorkerSpawner.keep`), which a reload drops.
+
+Parent and child talk over four pipes: ``control`` (parent -> child: ``run-tests`` frames:
+one per batch, or one per unit for a ``--jobs`` pool's worker, until the parent closes it),
 ``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*`` control
 events that are never forwarded), ``cancel`` (parent -> child: a byte that says the
 next SIGINT is a cancel, not the test's own) and ``stdin`` (parent -> child: bytes of
@@ -49,6 +54,7 @@ from testserver.engine.running import run_tests
 from testserver.engine.stdin import install_stdin
 from testserver.engine.subtests import packet_result
 from testserver.serve import reaping
+from testserver.serve.workerstate import WorkerState
 from testserver.wire.commands import RunTests
 from testserver.wire.constants import READ_SIZE
 from testserver.wire.control import STDIN_WANTED, encode_control
@@ -90,6 +96,8 @@ class WorkerOptions:
     """True: a test's stdin is a pipe fed by ``stdin`` commands. False: it reads end of input."""
     subtests: str = "report"
     """How subtests are reported: ``report`` or ``fold`` (see :mod:`testserver.engine.subtests`)."""
+    reuse: bool = False
+    """True (``--isolation worker``): a worker waits for another batch after its done event."""
 
 
 class WorkerHandle:
@@ -104,6 +112,8 @@ class WorkerHandle:
         stdin_w: int | None,
         capture_fds: tuple[int, int],
         token: str,
+        *,
+        reusable: bool = False,
     ) -> None:
         self.pid = pid
         self.control_w = control_w
@@ -113,6 +123,10 @@ class WorkerHandle:
         self.capture_fds = capture_fds
         self.token = token
         """Sent back in the worker's done event, which a test cannot forge by accident."""
+        self.reusable = reusable
+        """The child waits for another batch after its done event (else it exits)."""
+        self.batches = 0
+        """Batches dispatched to this worker."""
         self.status: int | None = None
         self.pidfd = _pidfd(pid)
         """Readable once the worker has exited (Linux 5.3+), else -1."""
@@ -134,12 +148,14 @@ class WorkerHandle:
         ``last``: nothing more will be sent, the child exits after this batch. Otherwise
         it waits for the next unit once it said it is done (a ``--jobs`` pool's worker)."""
         frame = encode_command(RunTests(command_id, tuple(test_ids)))
+        self.batches += 1
+        broken = False
         try:
             write_all(self.control_w, frame)
         except BrokenPipeError:
-            last = True  # it died just now: the caller sees its events pipe end, as for any crash
+            broken = True  # it died just now: the caller sees its events pipe end, as for any crash
         finally:
-            if last:
+            if broken or (last and not self.reusable):  # end of input: the child exits after
                 os.close(self.control_w)
                 self.control_w = -1
 
@@ -243,20 +259,32 @@ class WorkerSpawner:
             worker = None
         return worker if worker is not None else self._spawn()
 
+    def keep(self, worker: WorkerHandle) -> None:
+        """Park ``worker``, fit for another batch, as the standby (unless one is waiting:
+        then it is retired). Its tests' orphans, re-parented here, are swept before the
+        next batch."""
+        self._sweep_pending = True
+        if self._standby is None:
+            self._standby = worker
+        else:
+            worker.kill_group()
+            self.retire(worker)
+
     def prepare_standby(self) -> None:
         """Fork the standby worker now, so that the next batch starts without a fork."""
         if self._standby is None:
             self._standby = self._spawn()
 
     def discard_standby(self) -> None:
-        """Drop the standby worker (its copy of the suite is stale after a reload).
+        """Drop the standby worker (its copy of the suite is stale after a reload), a
+        parked reused one too.
 
-        It is killed and reaped later, so that the next batch need not wait for a large
-        process to be torn down.
+        It is killed with its process group and reaped later, so that the next batch need
+        not wait for a large process to be torn down.
         """
         worker, self._standby = self._standby, None
         if worker is not None:
-            worker.signal(signal.SIGKILL)
+            worker.kill_group()
             self.retire(worker)
 
     def release(self, worker: WorkerHandle) -> None:
@@ -266,9 +294,9 @@ class WorkerSpawner:
         self._sweep_pending = True
 
     def retire(self, worker: WorkerHandle) -> None:
-        """``worker`` finished its batch: kill what is left of its process group, close our
-        ends, and reap it (and sweep the orphans its tests left) without waiting now."""
-        worker.kill_group()
+        """``worker``, killed with its process group (:meth:`WorkerHandle.kill_group`), is
+        done with: close our ends, and reap it (and sweep the orphans its tests left)
+        without waiting now."""
         worker.close_fds()
         self._live.discard(worker)
         self._exiting.append(worker)
@@ -282,7 +310,8 @@ class WorkerSpawner:
         return self._sweep_pending
 
     def reap_exited(self) -> None:
-        """Reap retired workers that have exited; once all have, kill the orphans left."""
+        """Reap retired workers that have exited, and kill the orphans left (again once
+        every retired worker has exited: the orphans of its tests come here then)."""
         still = []
         for worker in self._exiting:
             try:
@@ -294,8 +323,8 @@ class WorkerSpawner:
             else:
                 worker.status = status
         self._exiting = still
-        if self._sweep_pending and not still:
-            self._sweep_pending = False
+        if self._sweep_pending:
+            self._sweep_pending = bool(still)
             reaping.sweep(self._known_pids())
 
     def _known_pids(self) -> set[int]:
@@ -343,7 +372,10 @@ class WorkerSpawner:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         for fd in (control_r, events_w, cancel_r, stdin_r):
             os.close(fd)
-        worker = WorkerHandle(pid, control_w, events_r, cancel_w, stdin_w, capture_fds, token)
+        worker = WorkerHandle(
+            pid, control_w, events_r, cancel_w, stdin_w, capture_fds, token,
+            reusable=self.options.reuse,
+        )  # fmt: skip
         self._live.add(worker)
         return worker
 
@@ -400,12 +432,17 @@ def _child_main(
         if options.interactive_stdin:
             install_stdin(0, announcer)
         _warm_up(index, options, capture)  # while idle: the batch need not pay for it
+        clean = _done_event(token, None)  # encoded while idle: it ends every clean batch
+        baseline = WorkerState.capture() if options.reuse else None
         decoder = FrameDecoder()
-        command = _read_batch(fds.control_r, decoder)
         cancel = CancelPipe(fds.cancel_r)
-        while command is not None:  # one batch, or the units a --jobs pool sends
-            _run_batch(index, options, command, fds.events_w, capture, cancel, token, announcer)
-            command = _read_batch(fds.control_r, decoder)
+        # One batch; the next ones of a reused worker; or the units a --jobs pool sends:
+        # the parent closes the control pipe when no more will come.
+        while (command := _read_batch(fds.control_r, decoder)) is not None:
+            dirty = _run_batch(index, options, command, fds.events_w, capture, cancel, announcer)
+            if baseline is not None and dirty is None:
+                dirty = WorkerState.capture().changed_since(baseline)
+            write_all(fds.events_w, clean if dirty is None else _done_event(token, dirty))
     except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup
         code = 70
         try:
@@ -414,6 +451,12 @@ def _child_main(
             pass
     finally:
         os._exit(code)
+
+
+def _done_event(token: str, dirty: str | None) -> bytes:
+    """The worker's done event (internal: its time stamp is never read)."""
+    body = {"token": token, "dirty": dirty}
+    return encode_control(WORKER_DONE, body, timestamp_ns=time.time_ns())
 
 
 class _WarmUp(unittest.TestCase):
@@ -441,7 +484,6 @@ def _warm_up(index: TestIndex, options: WorkerOptions, capture: OutputCapture) -
         subunit_version=options.subunit_version,
     )
     run_tests([("warm-up", _WarmUp("test_nothing"))], result)
-    encode_control(WORKER_DONE, {"token": ""}, timestamp_ns=time.time_ns())
     if index.ids:
         index.resolve(index.ids[:1])
 
@@ -504,9 +546,10 @@ def _run_batch(
     events_w: int,
     capture: OutputCapture,
     should_stop: CancelPipe,
-    token: str,
     announcer: _WaitAnnouncer,
-) -> None:
+) -> str | None:
+    """Run ``command``; return why the worker is unfit for another batch, or None."""
+
     def write(data: bytes) -> None:
         write_all(events_w, data)
 
@@ -525,8 +568,20 @@ def _run_batch(
             pass
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    announcer.announce = None
     # The parent works out what did not run from the statuses it forwarded.
-    write(encode_control(WORKER_DONE, {"token": token}, timestamp_ns=time.time_ns()))
+    return _unclean(result, should_stop)
+
+
+def _unclean(result: PacketResult, should_stop: CancelPipe) -> str | None:
+    """Why a batch's outcome makes its worker unfit for another batch, or None."""
+    if should_stop():
+        return "the batch was cancelled"
+    if result.failures or result.errors or result.reported_failures:
+        return "a test failed or erred"
+    if result.unexpectedSuccesses:
+        return "a test succeeded unexpectedly"
+    return None
 
 
 class _WaitAnnouncer:

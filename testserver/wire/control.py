@@ -19,6 +19,8 @@ HELLO = "testserver.hello"
 COMPLETE = "testserver.complete"
 STDIN_WANTED = "testserver.stdin-wanted"
 RELOAD = "testserver.reload"
+WORKER_RETIRED = "testserver.worker-retired"
+"""``--isolation worker``: the worker of a batch will not run another one, and why."""
 
 MIME_TYPE = "application/json"
 
