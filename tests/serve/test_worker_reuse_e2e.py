@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-from serverproc import PROJECTS, ServerProcess, Transcript, project_copy, save_as_editors_do
-from test_worker_e2e import _wait_dead
+from processes import wait_gone
+from serverproc import ServerProcess, Transcript, copy_project, save_as_editors_do
 
 from testserver.serve.batch import MAX_BATCHES
 from testserver.wire.commands import Cancel, RunTests, Stdin
@@ -19,6 +19,11 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 ARGS = ("-t", ".", "-s", "rstate")
 PREFIX = "rstate.test_state.State."
 CLEAN = PREFIX + "test_clean"
+DEADLINE = 30
+
+
+def _wait_dead(pid: int) -> None:
+    assert not wait_gone([pid], DEADLINE), f"process {pid} did not die"
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +114,7 @@ def test_a_worker_is_retired_after_its_batch_limit(server):
 
 
 def test_a_reload_drops_the_parked_worker(tmp_path):
-    project = project_copy(PROJECTS / "reuse_state", tmp_path / "reuse_state")
+    project = copy_project("reuse_state", tmp_path)
     proc = ServerProcess(project, *ARGS)
     try:
         first, _ = run(proc, "test_clean")
