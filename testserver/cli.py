@@ -288,6 +288,22 @@ def history_root(load) -> str:
     return find_root(loading_start(load.top, load.start))[0]
 
 
+def _run_options(args: argparse.Namespace, root: str | None, **overrides: object) -> dict:
+    """The options of :class:`~testserver.serve.driver.RunOptions`, as given on the command
+    line, for the server's and one-shot mode's options alike."""
+    options = {
+        "isolation": args.isolation,
+        "subunit_version": args.subunit_version,
+        "subtests": args.subtests,
+        "timeout": args.timeout,
+        "jobs": args.jobs,
+        "worker_commands": args.worker_commands,
+        "history_root": root,
+    }
+    options.update(overrides)
+    return options
+
+
 def _take_resume() -> tuple[int, bytes]:
     """The generation and pending command bytes handed over by a restarting server."""
     from testserver.serve.server import GENERATION_ENV, RESUME_ENV
@@ -317,14 +333,8 @@ def _serve(args: argparse.Namespace, index, channel, argv: list[str]) -> int:
         reloader = Reloader(args.load, roots, poll=args.poll)
         reloader.start(index)
     options = ServerOptions(
+        **_run_options(args, history_root(args.load)),
         load=args.load,
-        isolation=args.isolation,
-        subunit_version=args.subunit_version,
-        subtests=args.subtests,
-        timeout=args.timeout,
-        jobs=args.jobs,
-        worker_commands=args.worker_commands,
-        history_root=history_root(args.load),
         max_payload=args.max_payload,
         argv=argv,
         generation=generation,
@@ -410,14 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         OneShotOptions(
             list_only=args.list,
             test_ids=ids,
-            isolation="fork" if args.isolation == "worker" else args.isolation,  # one batch
-            subunit_version=args.subunit_version,
-            subtests=args.subtests,
-            timeout=args.timeout,
-            jobs=args.jobs,
-            worker_commands=args.worker_commands,
-            history_root=history_root(args.load)
-            if args.jobs + len(args.worker_commands) > 1
-            else None,
+            **_run_options(
+                args,
+                history_root(args.load) if args.jobs + len(args.worker_commands) > 1 else None,
+                isolation="fork" if args.isolation == "worker" else args.isolation,  # one batch
+            ),
         ),
     )

@@ -17,7 +17,7 @@ import os
 import select
 import signal
 import time
-from typing import Protocol
+from dataclasses import dataclass
 
 from testserver.engine.fds import make_private
 from testserver.engine.fixturegroups import fixture_groups
@@ -67,18 +67,20 @@ class PacketWriter:
             raise ClientGone("the client closed the server's stdout") from error
 
 
-class RunOptions(Protocol):
+@dataclass
+class RunOptions:
     """How batches run: what the server's and one-shot mode's options have in common."""
 
-    isolation: str
-    subunit_version: str
-    subtests: str
-    timeout: float | None
-    jobs: int
+    isolation: str = "worker"
+    subunit_version: str = "2.1"
+    subtests: str = "report"
+    timeout: float | None = None
+    jobs: int = 1
     """Local workers per batch (``--jobs``; 0 with remote workers only)."""
-    worker_commands: tuple[str, ...]
-    """``--worker-command``: one remote worker each, numbered after the local ones."""
-    history_root: str | None
+    worker_commands: tuple[str, ...] = ()
+    """``--worker-command``: one remote worker each, numbered after the local ones
+    (``spec/remote-workers.md``)."""
+    history_root: str | None = None
     """The project root whose timing history orders a ``--jobs`` batch, if known."""
 
 

@@ -17,7 +17,7 @@ from testserver.engine.loading import TestIndex
 from testserver.engine.results import PacketResult
 from testserver.serve import reaping
 from testserver.serve.channel import PrivateChannel
-from testserver.serve.driver import PacketWriter, SessionDriver
+from testserver.serve.driver import PacketWriter, RunOptions, SessionDriver
 from testserver.serve.server import emit_output, list_packets
 from testserver.wire.commands import ListTests, Reload, RunTests
 from testserver.wire.packets import TEXT_MIME, file_packets
@@ -32,18 +32,12 @@ a failed fixture, a broken ``TestCase.run``): never 0 then."""
 
 
 @dataclass
-class OneShotOptions:
+class OneShotOptions(RunOptions):
     """What one-shot mode was asked to do."""
 
     list_only: bool = False
     test_ids: list[str] | None = None
-    isolation: str = "fork"
-    subunit_version: str = "2.1"
-    subtests: str = "report"
-    timeout: float | None = None
-    jobs: int = 1
-    worker_commands: tuple[str, ...] = ()
-    history_root: str | None = None
+    isolation: str = "fork"  # one batch: nothing to reuse a worker for
 
 
 def run_oneshot(index: TestIndex, channel: PrivateChannel, options: OneShotOptions) -> int:

@@ -27,7 +27,7 @@ from testserver.engine.loading import LoadSpec, TestIndex
 from testserver.engine.results import output_packets
 from testserver.serve import reaping
 from testserver.serve.channel import PrivateChannel
-from testserver.serve.driver import ClientGone, SessionDriver
+from testserver.serve.driver import ClientGone, RunOptions, SessionDriver
 from testserver.serve.worker import write_all
 from testserver.wire import control
 from testserver.wire.commands import Command, ListTests, Reload, RunTests
@@ -57,19 +57,10 @@ _CLIENT_GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 @dataclass
-class ServerOptions:
+class ServerOptions(RunOptions):
     """Everything ``--serve`` was asked for on the command line."""
 
     load: LoadSpec = field(default_factory=LoadSpec)
-    isolation: str = "worker"
-    subunit_version: str = "2.1"
-    subtests: str = "report"
-    timeout: float | None = None
-    jobs: int = 1
-    worker_commands: tuple[str, ...] = ()
-    """``--worker-command``: a remote worker each (``spec/remote-workers.md``)."""
-    history_root: str | None = None
-    """The project root whose timing history orders a ``--jobs`` batch."""
     max_payload: int = DEFAULT_MAX_PAYLOAD
     argv: list[str] = field(default_factory=list)
     """The command line arguments, to re-execute the server for a clean restart."""
