@@ -33,7 +33,8 @@ Columns, per number of workers N (seconds of simulated time):
 - *total/N*: the ideal of issue 13, every worker busy to the end;
 - *bound*: max(total / N, the longest group): no schedule does better, since a group
   (one test, or the tests of one fixture) runs on one worker;
-- *dynamic*: our scheduler, units that grow, longest first by the history;
+- *dynamic*: our scheduler, units that grow, new tests first, then longest first by the
+  history;
 - *testr*: testr's static partition (``partition_tests``: timed groups longest first to the
   least loaded partition, then partly timed ones by their known part, then untimed ones
   round-robin), one unit per partition;

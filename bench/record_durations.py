@@ -1,6 +1,6 @@
 """Record each test's duration in real public suites, for ``bench/bench_schedule.py``.
 
-    python bench/record_durations.py                       # every suite, about 3 minutes
+    python bench/record_durations.py                       # every suite, about 3.5 minutes
     python bench/record_durations.py cpython-json fixtures  # some suites
     python bench/record_durations.py --output FILE
 
