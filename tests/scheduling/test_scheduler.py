@@ -163,6 +163,18 @@ def test_longest_first_after_a_short_first_unit() -> None:
     assert scheduler.worker_ready("b").ids == ("long",)
 
 
+def test_groups_with_a_new_test_go_before_the_known_ones() -> None:
+    durations = {"short": 0.1, "long": 50.0, "C.old": 60.0}
+    group_of = {"C.old": "class:C", "C.new": "class:C"}
+    ids = ["short", "long", "C.old", "C.new", "new"]
+    scheduler = Scheduler(ids, workers=2, group_of=group_of, durations=durations)
+    assert scheduler.pending == ("C.old", "C.new", "new", "long", "short")
+    assert scheduler.worker_ready("a").ids == ("short",)  # still a first result at once
+    assert scheduler.worker_ready("b").ids == ("long",)
+    scheduler.unit_finished("a")
+    assert scheduler.worker_ready("a").ids[:2] == ("C.old", "C.new")
+
+
 def test_a_group_goes_whole_even_past_the_unit_target() -> None:
     group_of = {"C.a": "class:C", "C.b": "class:C", "C.c": "class:C"}
     scheduler = Scheduler(["x", "C.a", "y", "C.b", "C.c"], workers=2, group_of=group_of)

@@ -9,8 +9,11 @@ I/O and reads no clock, so the simulation and the real pool run the same code.
   than the pending work divided by :data:`TAIL_FACTOR` times the number of workers (as in
   factoring, a guided self-scheduling), so the tail is balanced.
 - **Order.** With one worker, or when no duration is known, groups are handed out in the
-  requested order. Otherwise longest first (LPT), except that a worker's first unit is the
-  shortest pending group, for a first result at once.
+  requested order. Otherwise groups with a test of unknown duration (new tests) first, then
+  the others longest first (LPT), except that a worker's first unit is the shortest
+  pending group, for a first result at once. A new test may be a long one: run early, it
+  lands while the known work can still even the workers out (at the end, it would set the
+  makespan; ``bench/bench_schedule.py``).
 - **Groups** (:mod:`testserver.scheduling.groups`) are never split: a class or module
   fixture runs once per worker that needs it.
 - **Events.** :meth:`Scheduler.worker_ready` → a :class:`Unit` (or ``None``: the worker
@@ -26,7 +29,7 @@ from collections import Counter, deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from testserver.scheduling.groups import Group, make_groups
+from testserver.scheduling.groups import Group, is_duration, make_groups
 
 GROWTH = 2.0
 """A worker's next unit may cost this many times its last: units double while work lasts."""
@@ -70,7 +73,9 @@ class Scheduler:
         groups, known = make_groups(ids, group_of, durations)
         self.longest_first = workers > 1 and known
         if self.longest_first:
-            groups.sort(key=lambda group: -group.cost)  # stable: ties keep the request order
+            known = durations or {}
+            # new work first, then longest first; stable: ties keep the request order
+            groups.sort(key=lambda g: (all(is_duration(known.get(i)) for i in g.ids), -g.cost))
         self.workers = workers
         self._queue: deque[Group] = deque(groups)
         self._pending = sum(group.cost for group in groups)
