@@ -13,11 +13,10 @@ server's own process state has to be right). One apply:
    changed or removed; testserver's own source changed; a changed file that belongs to a
    loaded module that is not a project module (an installed package, a virtualenv under the
    root); a new file that shadows a loaded module.
-3. **Purge** from ``sys.modules`` (and from their parent package's attributes) the changed
-   project modules, every project module that imports them, transitively, and every
-   submodule of a purged package (:mod:`testserver.hotreload.modulegraph`). The ``.pyc`` of every
-   changed file is deleted first: a pyc is validated by mtime *seconds* and size, so a file
-   saved twice within a second would otherwise import its older content.
+3. **Purge** from ``sys.modules`` (and their package's attributes) the changed project
+   modules, their importers, transitively, and every submodule of a purged package
+   (:mod:`testserver.hotreload.modulegraph`). Each changed file's ``.pyc`` goes first: mtime
+   *seconds* and size validate a pyc, so a file saved twice in one second could look fresh.
 4. **Rediscover** with :func:`testserver.engine.loading.load` and a fresh loader: purged modules are
    imported again in the order discovery needs them, exactly as a cold process imports
    them. So a syntax or import error becomes unittest's failing ``_FailedTest`` for that

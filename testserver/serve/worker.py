@@ -20,12 +20,10 @@ one per batch, or one per unit for a ``--jobs`` pool's worker, until the parent 
 ``events`` (child -> parent: subunit packets, plus internal ``testserver.worker-*`` control
 events that are never forwarded), ``cancel`` (parent -> child: a byte that says the
 next SIGINT is a cancel, not the test's own) and ``stdin`` (parent -> child: bytes of
-``stdin`` commands). Captured output goes to two temporary files that the parent can read
-after a crash. All of them are private descriptors (:mod:`testserver.engine.fds`); before it runs a
-test the child closes every descriptor the tests do not own, so a test sees the descriptor
-table of a plain interpreter, and the parent checks every packet it reads (signature, length,
-CRC) before forwarding it, so bytes a test writes into the events pipe cannot reach the
-client (:class:`~testserver.wire.splitting.CorruptStream`).
+``stdin`` commands). Captured output goes to two temporary files the parent reads after a
+crash. All are private descriptors (:mod:`testserver.engine.fds`): the child closes every
+descriptor the tests do not own before a test runs, and the parent checks every packet it
+reads (:class:`~testserver.wire.splitting.CorruptStream`), so a test cannot reach the client.
 
 Signals inside the worker are the test's business, as under ``python -m unittest``: SIGINT
 raises ``KeyboardInterrupt`` (Python's default handler), and a SIGINT sent by the test
