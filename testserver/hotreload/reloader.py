@@ -1,8 +1,7 @@
 """Hot reload between batches: make the warm server equal to a fresh process, or restart.
 
 The server calls :meth:`Reloader.apply` before every ``list-tests``, ``run-tests`` and
-``reload`` command, never while a batch runs (batches run in forked children, so only the
-server's own process state has to be right). One apply:
+``reload`` command, never while a batch runs (in forked children). One apply:
 
 1. **Find changes** (:mod:`testserver.hotreload.watcher`): if the synchronous inotify signal says
    nothing happened in the tracked directories and the watchdog thread recorded nothing,

@@ -6,9 +6,8 @@ calls ``os._exit``, segfaults, or hangs past ``--timeout`` takes down only that 
 parent watches the child's packets, knows which test is running, reports that test as failed
 with its captured output and the cause, and runs the rest of the batch in a fresh child.
 
-A standby child is forked ahead of time (after each batch), so that a request pays no fork,
-and warms up while it waits (:func:`_warm_up`), so that the batch does not pay for its
-first pass through the result chain either. A standby that died while idle is replaced.
+A standby child is forked ahead of time (after each batch), so a request pays no fork, and
+warms up while it waits (:func:`_warm_up`); a standby that died while idle is replaced.
 
 With ``--isolation worker`` (:attr:`WorkerOptions.reuse`) a worker waits for another batch
 after its done event, whose ``dirty`` says why it is unfit for one (a failure, a cancel, a
