@@ -86,3 +86,16 @@ def test_the_scheduling_core_does_no_io_and_reads_no_clock() -> None:
 def test_every_module_is_in_a_layer() -> None:
     loose = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py", "__main__.py", "cli.py"}
     assert not loose, f"modules outside the layer folders: {sorted(loose)}"
+
+
+MAX_MODULE_LINES = 600
+"""The size past which a module is doing more than one job (issue 11)."""
+
+
+def test_no_module_is_over_600_lines() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in PACKAGE.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
