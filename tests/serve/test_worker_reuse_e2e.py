@@ -168,3 +168,14 @@ def test_a_cancelled_batch_retires_its_worker(server):
     assert event["reason"] == "the batch was cancelled"
     assert event["pid"] == before
     assert run(server, "test_clean")[0] != before
+
+
+def test_a_pool_parks_a_clean_worker_for_the_next_batch():
+    proc = ServerProcess("reuse_state", *ARGS, "-j", "2")
+    try:
+        first, _ = run(proc, "test_clean")
+        assert [run(proc, "test_clean")[0] for _ in range(2)] == [first, first]
+        run(proc, "test_fail")  # a unit that failed: its worker is not parked
+        assert run(proc, "test_clean")[0] != first
+    finally:
+        proc.kill()

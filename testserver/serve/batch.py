@@ -108,11 +108,11 @@ class WorkerBatch:
             os.set_blocking(worker.events_r, False)
             if worker.stdin_w is not None:
                 os.set_blocking(worker.stdin_w, False)
+            self._dirty = None  # a pool's slot keeps what any of its units made it
         self._worker = worker
         self._busy = True
         self._buffer.clear()
         self._child_done = False
-        self._dirty = None
         worker.dispatch(self.command_id, test_ids, last=not self.keep_worker)
 
     def send_stdin(self, data: bytes) -> None:
@@ -149,9 +149,13 @@ class WorkerBatch:
         self._report_outside_tests(stdout, stderr)
 
     def close(self) -> None:
-        """End the slot's process, if it has one: reaped in the background when idle."""
+        """End the slot's process, if it has one: reaped in the background when idle. An
+        idle pool worker fit for another batch (``--isolation worker``) is parked instead."""
         worker, self._worker = self._worker, None
         if worker is None:
+            return
+        if not self._busy and self._retire_reason(worker) is None:
+            self.spawner.keep(worker)
             return
         worker.kill_group()
         if self._busy:
@@ -272,7 +276,7 @@ class WorkerBatch:
             if control is not None and control[0] == WORKER_DONE:
                 if not self._child_done and worker.is_done_event(control[1]):
                     self._child_done = True
-                    self._dirty = control[1].get("dirty")
+                    self._dirty = self._dirty or control[1].get("dirty")
                 return False
         return True
 
