@@ -17,9 +17,11 @@ BENCH_SCRIPTS = $(sort $(wildcard bench/bench_*.py))
 demo: $(VENV)/.installed
 	$(VPY) examples/demo.py
 
-## test: install testserver with its test extras, lint, then run the pytest suite on every core
+## test: install testserver with its test extras, lint, then run the pytest suite in parallel
+# Two pytest-xdist workers per CPU: most tests wait on the servers and tools they start.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(2 * len(os.sched_getaffinity(0)))')
 test: lint
-	$(VPY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## lint: the ruff checks that `make test` runs first
 lint: $(VENV)/.installed-test
