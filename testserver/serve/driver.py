@@ -54,13 +54,39 @@ class ClientGone(Exception):
     """The client closed the server's stdout: nobody is listening any more."""
 
 
+HOLD_LIMIT = 1 << 16
+"""Bytes of workers' packets held back at most while more are ready to be read."""
+
+
 class PacketWriter:
-    """Writes packet bytes to the private stdout; a closed pipe becomes :class:`ClientGone`."""
+    """Writes packet bytes to the private stdout; a closed pipe becomes :class:`ClientGone`.
+
+    While :attr:`holding`, writes are kept (up to :data:`HOLD_LIMIT`) and go out in one write
+    at the next :meth:`flush` or the next write made while not holding, in the order they
+    were made: the driver holds workers' packets while more are ready, and flushes before it
+    waits, so a busy batch wakes the client once per burst instead of once per read.
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.holding = False
+        self._held = bytearray()
 
     def __call__(self, data: bytes) -> None:
+        if self.holding and len(self._held) + len(data) <= HOLD_LIMIT:
+            self._held += data
+            return
+        self.flush()
+        self._write(data)
+
+    def flush(self) -> None:
+        """Write what is held."""
+        if self._held:
+            data = bytes(self._held)
+            self._held.clear()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         try:
             write_all(self.fd, data)
         except BrokenPipeError as error:
@@ -199,8 +225,12 @@ class SessionDriver:
 
     def run(self) -> None:
         """Poll and act until the session says ``Exit``."""
-        while not self.exited:
-            self._step()
+        try:
+            while not self.exited:
+                self._step()
+        finally:
+            self.write.holding = False
+        self.write.flush()
 
     def _step(self) -> None:
         poller = select.poll()
@@ -213,12 +243,19 @@ class SessionDriver:
             stdin_fd = slot.stdin_fd()
             if stdin_fd is not None:
                 poller.register(stdin_fd, select.POLLOUT)
-        ready = dict(poller.poll(self._timeout_ms()))
+        ready = dict(poller.poll(0))
+        if not ready:  # about to wait: what is held goes out first
+            self.write.flush()
+            ready = dict(poller.poll(self._timeout_ms()))
         self.spawner.reap_exited()
         self._act(self._take_signals())
         self._on_inputs(ready)  # even after Exit: what was read still gets completions
         if not self.exited:
-            self._serve_batch(ready)
+            self.write.holding = True
+            try:
+                self._serve_batch(ready)
+            finally:
+                self.write.holding = False
         if not self.exited:
             self._act(self.session.tick(time.monotonic()))
         if self.slots and not self.session.batch_running:

@@ -275,6 +275,8 @@ class Server(SessionDriver):
     def restart(self, current: Command, reason: str) -> NoReturn:
         """Re-execute the server on the same pipes, handing over every pending command."""
         self.channel.log(f"restarting: {reason}")
+        self.write.holding = False
+        self.write.flush()
         pending = [encode_command(current)]
         pending += [encode_command(command) for command in self.session.queue]
         pending.append(self.decoder.unparsed())
