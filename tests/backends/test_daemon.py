@@ -75,6 +75,17 @@ def daemon():
 # --------------------------------------------------------------------------- arguments
 
 
+def start_backend(daemon, project, args: list[str], output: int) -> subprocess.Popen:
+    """``testserver-client ARGS`` (the warm testr backend) on ``daemon``, not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "testserver.backends.testr", *args],
+        cwd=project,
+        env=daemon.env,
+        stdout=output,
+        stderr=output,
+    )
+
+
 def test_parse_args_canonical_server_args():
     inv = testr.parse_args(["discover", "-t", ".", "-s", "pkg/tests", "--list"])
     assert inv.server_args == ["-s", "pkg/tests", "-p", "test*.py", "-t", "."]
@@ -366,13 +377,7 @@ def test_client_going_away_cancels_the_run_and_keeps_the_server(daemon, tmp_path
     assert daemon.client(project, *args, "--list").returncode == 0
     [server] = daemon.server_pids()
     started = project / "dslow" / "started"
-    client = subprocess.Popen(
-        [sys.executable, "-m", "testserver.backends.testr", *args],
-        cwd=project,
-        env=daemon.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    client = start_backend(daemon, project, args, subprocess.DEVNULL)
     try:
         wait_until(started.exists, "test_waits to start")
     finally:
@@ -394,13 +399,7 @@ def test_client_going_away_cancels_the_run_and_keeps_the_server(daemon, tmp_path
 def test_daemon_dying_mid_run_is_a_failing_test(daemon, tmp_path):
     project = copy_project("daemon_slow", tmp_path)
     args = ["discover", "-t", ".", "-s", "dslow"]
-    client = subprocess.Popen(
-        [sys.executable, "-m", "testserver.backends.testr", *args],
-        cwd=project,
-        env=daemon.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    client = start_backend(daemon, project, args, subprocess.PIPE)
     try:
         wait_until((project / "dslow" / "started").exists, "test_waits to start")
         status = daemon.status()
